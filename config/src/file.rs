@@ -1,0 +1,335 @@
+//! The file layer: serde structures mirroring the TOML file, before validation.
+//!
+//! Everything is optional here so that validation can report *all* missing or bad
+//! values at once; serde only rejects syntax errors, unknown keys and wrong types.
+//! Values that later checks complain about are wrapped in [`toml::Spanned`] so errors
+//! can point at them. Named tables are never `Spanned` (implicit tables such as
+//! `regions` in `[regions.a]` have no span, which `Spanned` rejects); array elements
+//! always have one. The positions of table keys come from [`KeySpans`], a second,
+//! lenient pass.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A value together with its byte span in the file.
+pub(crate) type S<T> = Spanned<T>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub node: NodeFile,
+    pub listeners: ListenersFile,
+    pub threads: Option<S<i64>>,
+    pub timeouts: TimeoutsFile,
+    pub logging: LoggingFile,
+    pub health_check: HealthCheckFile,
+    pub regions: Option<Entries<RegionFile>>,
+    pub geoip: GeoIpFile,
+    pub client: ClientFile,
+    pub steering: SteeringFile,
+    pub residency: ResidencyFile,
+    pub latency: LatencyFile,
+    pub outlier: OutlierFile,
+    pub retry: RetryFile,
+    pub reload: ReloadFile,
+}
+
+/// `[node]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct NodeFile {
+    pub region: Option<S<String>>,
+    pub name: Option<S<String>>,
+}
+
+/// `[listeners]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ListenersFile {
+    pub http: Option<S<Vec<S<String>>>>,
+    pub admin: Option<S<String>>,
+}
+
+/// `[timeouts]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct TimeoutsFile {
+    pub connect: Option<S<String>>,
+    pub read: Option<S<String>>,
+    pub write: Option<S<String>>,
+    pub idle: Option<S<String>>,
+    pub downstream_idle: Option<S<String>>,
+}
+
+/// `[logging]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LoggingFile {
+    pub level: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub access_log: Option<bool>,
+}
+
+/// `[health_check]` and `[regions.X.health_check]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HealthCheckFile {
+    pub kind: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub host: Option<S<String>>,
+    pub expect_status: Option<S<StatusSpec>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub rise: Option<S<i64>>,
+    pub fall: Option<S<i64>>,
+}
+
+/// `expect_status`: a string such as `"200-399"`, or a bare integer such as `200`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StatusSpec(pub String);
+
+impl<'de> Deserialize<'de> for StatusSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+        impl Visitor<'_> for StatusVisitor {
+            type Value = StatusSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status code or range such as \"200-399\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusSpec, E> {
+                Ok(StatusSpec(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusSpec, E> {
+                Ok(StatusSpec(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusSpec, E> {
+                Ok(StatusSpec(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+/// `[regions.NAME]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RegionFile {
+    pub latitude: Option<S<f64>>,
+    pub longitude: Option<S<f64>>,
+    pub balance: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub backends: Option<S<Vec<S<BackendFile>>>>,
+    pub health_check: Option<HealthCheckFile>,
+}
+
+/// One entry of `backends`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct BackendFile {
+    pub address: Option<S<String>>,
+    pub weight: Option<S<i64>>,
+}
+
+/// `[geoip]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct GeoIpFile {
+    pub database: Option<S<String>>,
+    pub overrides: Vec<S<OverrideFile>>,
+}
+
+/// One `[[geoip.overrides]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct OverrideFile {
+    pub cidr: Option<S<String>>,
+    pub country: Option<S<String>>,
+    pub latitude: Option<S<f64>>,
+    pub longitude: Option<S<f64>>,
+}
+
+/// `[client]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ClientFile {
+    pub trusted_proxies: Vec<S<String>>,
+}
+
+/// A region list, as in `DE = ["eu-west", "us-east"]`.
+pub(crate) type RegionList = S<Vec<S<String>>>;
+
+/// `[steering]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SteeringFile {
+    pub policy: Option<S<String>>,
+    pub order: Option<RegionList>,
+    pub expose_headers: Option<bool>,
+    pub countries: Entries<RegionList>,
+    pub continents: Entries<RegionList>,
+}
+
+/// `[residency]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ResidencyFile {
+    pub countries: Entries<RegionList>,
+    pub continents: Entries<RegionList>,
+}
+
+/// `[latency]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LatencyFile {
+    pub decay: Option<S<String>>,
+    pub tolerance: Option<S<String>>,
+    pub rtt_per_100km: Option<S<String>>,
+    pub rtt_base: Option<S<String>>,
+}
+
+/// `[outlier]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct OutlierFile {
+    pub consecutive_failures: Option<S<i64>>,
+    pub base_ejection: Option<S<String>>,
+    pub max_ejection: Option<S<String>>,
+    pub panic_threshold: Option<S<i64>>,
+}
+
+/// `[retry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RetryFile {
+    pub attempts: Option<S<i64>>,
+    pub retry_after: Option<S<String>>,
+}
+
+/// `[reload]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ReloadFile {
+    pub watch: Option<bool>,
+    pub debounce: Option<S<String>>,
+}
+
+/// A table with arbitrary keys, in file order.
+#[derive(Debug)]
+pub(crate) struct Entries<V>(pub Vec<(String, V)>);
+
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, V>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// Positions of table keys, from a second pass over a file that already deserialized.
+///
+/// `serde_path_to_error` cannot record a path segment for a `Spanned` key, so the main
+/// pass uses plain string keys and this pass collects their spans.
+#[derive(Debug, Default)]
+pub(crate) struct KeySpans {
+    /// Top-level keys (`node`, `regions`, ...) → span of their first mention.
+    pub top: HashMap<String, Range<usize>>,
+    /// Spans of the region names, in file order.
+    pub regions: Vec<Range<usize>>,
+    /// Spans of the keys of `[steering.countries]`, `[steering.continents]`.
+    pub steering: MapKeySpans,
+    /// Spans of the keys of `[residency.countries]`, `[residency.continents]`.
+    pub residency: MapKeySpans,
+}
+
+/// Key spans of a `countries` / `continents` pair of tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct MapKeySpans {
+    pub countries: KeyList,
+    pub continents: KeyList,
+}
+
+/// The spans of a table's keys, in file order.
+#[derive(Debug, Default)]
+pub(crate) struct KeyList(pub Vec<Range<usize>>);
+
+impl<'de> Deserialize<'de> for KeyList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyListVisitor;
+        impl<'de> Visitor<'de> for KeyListVisitor {
+            type Value = KeyList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyList, A::Error> {
+                let mut spans = Vec::new();
+                while let Some((key, IgnoredAny)) = map.next_entry::<S<String>, IgnoredAny>()? {
+                    spans.push(key.span());
+                }
+                Ok(KeyList(spans))
+            }
+        }
+        deserializer.deserialize_map(KeyListVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySpans {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeySpansVisitor;
+        impl<'de> Visitor<'de> for KeySpansVisitor {
+            type Value = KeySpans;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeySpans, A::Error> {
+                let mut spans = KeySpans::default();
+                while let Some(key) = map.next_key::<S<String>>()? {
+                    match key.get_ref().as_str() {
+                        "regions" => spans.regions = map.next_value::<KeyList>()?.0,
+                        "steering" => spans.steering = map.next_value()?,
+                        "residency" => spans.residency = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    let span = key.span();
+                    spans.top.entry(key.into_inner()).or_insert(span);
+                }
+                Ok(spans)
+            }
+        }
+        deserializer.deserialize_map(KeySpansVisitor)
+    }
+}
+
+impl KeySpans {
+    /// Collects key spans from `text`; empty if that fails (positions are a nicety).
+    pub(crate) fn collect(text: &str) -> Self {
+        KeySpans::deserialize(toml::Deserializer::new(text)).unwrap_or_default()
+    }
+}

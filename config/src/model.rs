@@ -1,0 +1,300 @@
+//! The validated configuration: what the rest of Meridian consumes.
+//!
+//! Every value here has passed validation: names resolve, ranges hold, durations parse.
+//! Nothing in this module touches the file format; see `file.rs` for that layer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A fully validated Meridian configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from, if any.
+    pub source: Option<PathBuf>,
+    /// This instance's identity.
+    pub node: Node,
+    /// Where Meridian accepts traffic and serves its admin API.
+    pub listeners: Listeners,
+    /// Worker threads for the proxy service (pingora `threads`).
+    pub threads: usize,
+    /// Upstream and downstream timeouts.
+    pub timeouts: Timeouts,
+    /// Log level, format and the access log switch.
+    pub logging: Logging,
+    /// Regions in file order. `node.region` names one of them.
+    pub regions: Vec<Region>,
+    /// Where client locations come from.
+    pub geoip: GeoIp,
+    /// Who the client is: which peers may speak for it.
+    pub client: ClientIdentity,
+    /// How client location maps to an ordered list of regions.
+    pub steering: Steering,
+    /// How measured latency and distance rank regions.
+    pub latency: Latency,
+    /// Passive outlier detection from real traffic.
+    pub outlier: Outlier,
+    /// Retries of failed upstream attempts.
+    pub retry: Retry,
+    /// Hot reload settings.
+    pub reload: Reload,
+}
+
+impl Config {
+    /// The index of `node.region` in [`Config::regions`].
+    pub fn local_region_index(&self) -> usize {
+        self.regions
+            .iter()
+            .position(|r| r.name == self.node.region)
+            .unwrap_or(0)
+    }
+
+    /// Looks a region up by name.
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+}
+
+/// This instance's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// The region this instance runs in; one of the configured regions.
+    pub region: String,
+    /// A name for this instance (defaults to `meridian-<region>`); sent in `Via`.
+    pub name: String,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listeners {
+    /// Plain HTTP listeners (HTTP/1.1 and h2c).
+    pub http: Vec<SocketAddr>,
+    /// The admin listener (`/metrics`, `/status`, `/healthz`, `/reload`).
+    pub admin: SocketAddr,
+}
+
+/// Timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Upstream TCP connect timeout.
+    pub connect: Duration,
+    /// Upstream read timeout (each read, including waiting for the response header).
+    pub read: Duration,
+    /// Upstream write timeout.
+    pub write: Duration,
+    /// How long an idle upstream keep-alive connection is kept in the pool.
+    pub idle: Duration,
+    /// How long an idle downstream keep-alive connection is kept open.
+    pub downstream_idle: Duration,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// A `tracing` filter directive, e.g. `info` or `meridian=debug,info`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+    /// Whether to write one access log line per request.
+    pub access_log: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A region: a place with coordinates and a pool of backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// Unique region name, e.g. `eu-west`.
+    pub name: String,
+    /// Latitude in degrees, -90..=90.
+    pub latitude: f64,
+    /// Longitude in degrees, -180..=180.
+    pub longitude: f64,
+    /// The region's backends, in file order.
+    pub backends: Vec<Backend>,
+    /// How a backend is picked within this region.
+    pub balance: Balance,
+    /// Active health check settings (global defaults merged with the region's own).
+    pub health: HealthCheck,
+}
+
+/// One upstream backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The backend's address.
+    pub address: SocketAddr,
+    /// Relative weight, >= 1.
+    pub weight: u32,
+}
+
+/// Load-balancing algorithm within a region's pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Power of two choices over peak-EWMA latency × (in-flight + 1). The default.
+    P2cPeakEwma,
+    /// Plain round robin, ignoring weights.
+    RoundRobin,
+    /// Smooth weighted round robin.
+    Weighted,
+    /// Fewest in-flight requests (ties broken by weight).
+    LeastConnections,
+    /// Consistent hashing on a request key, for session affinity.
+    ConsistentHash(HashKey),
+}
+
+/// The request key for consistent hashing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header's value (name stored lower-case).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client IP (after trusted-proxy resolution).
+    ClientIp,
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What a probe does.
+    pub kind: ProbeKind,
+    /// Time between probes of one backend.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+}
+
+/// What a health probe does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `GET path` over HTTP/1.1; healthy when the status is in `expect`.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// Optional `Host` header (defaults to the backend address).
+        host: Option<String>,
+        /// Accepted status codes, e.g. 200..=399.
+        expect: RangeInclusive<u16>,
+    },
+    /// A TCP connect; healthy when it succeeds.
+    Tcp,
+}
+
+/// Where client locations come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoIp {
+    /// A MaxMind DB file; `None` means the DB-IP Country Lite database built into Meridian.
+    pub database: Option<PathBuf>,
+    /// Static CIDR → location overrides, consulted before the database.
+    pub overrides: Vec<GeoOverride>,
+}
+
+/// A static CIDR → location override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoOverride {
+    /// The network it covers (longest prefix wins).
+    pub network: IpNet,
+    /// ISO 3166-1 alpha-2 country code, upper-case.
+    pub country: String,
+    /// Optional coordinates (latitude, longitude); the country centroid otherwise.
+    pub coordinates: Option<(f64, f64)>,
+}
+
+/// Which peers may speak for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Steering: client location → ordered candidate regions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Steering {
+    /// The policy.
+    pub policy: SteeringPolicy,
+    /// Country code (upper-case) → region indices, first match wins (used by `geo` and `default`).
+    pub countries: BTreeMap<String, Vec<usize>>,
+    /// Continent code (upper-case) → region indices.
+    pub continents: BTreeMap<String, Vec<usize>>,
+    /// Fixed region order for `failover` (region indices).
+    pub order: Vec<usize>,
+    /// Data residency: country code → the only regions allowed.
+    pub residency_countries: BTreeMap<String, Vec<usize>>,
+    /// Data residency: continent code → the only regions allowed.
+    pub residency_continents: BTreeMap<String, Vec<usize>>,
+    /// Whether to add `x-meridian-region` and `x-meridian-client-country` response headers.
+    pub expose_headers: bool,
+}
+
+/// A steering policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SteeringPolicy {
+    /// Geo map where it matches, else proximity, else the local region first.
+    Default,
+    /// Only the explicit country/continent maps (then the local region first).
+    Geo,
+    /// Regions ordered by great-circle distance from the client.
+    Proximity,
+    /// The fixed `order`.
+    Failover,
+}
+
+/// Latency measurement and region ranking.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// EWMA decay window.
+    pub decay: Duration,
+    /// Regions whose estimated cost is within this of the best keep their steering order.
+    pub tolerance: Duration,
+    /// Estimated round-trip time per 100 km of great-circle distance.
+    pub rtt_per_100km: Duration,
+    /// A constant added to every distance-based RTT estimate.
+    pub rtt_base: Duration,
+}
+
+/// Passive outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive failures (connect error, timeout, 5xx) that eject a backend.
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles on each repeat.
+    pub base_ejection: Duration,
+    /// Ceiling of the ejection time.
+    pub max_ejection: Duration,
+    /// Below this percentage of healthy backends in a region, spread over all of them.
+    /// `None` disables the panic mode.
+    pub panic_threshold: Option<u8>,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Upstream attempts after the first one, across backends and regions.
+    pub attempts: u32,
+    /// `Retry-After` seconds sent with a 503 when no region can serve.
+    pub retry_after: Duration,
+}
+
+/// Hot reload settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Watch the config file for changes.
+    pub watch: bool,
+    /// Debounce window for file change events.
+    pub debounce: Duration,
+}

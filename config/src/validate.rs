@@ -1,0 +1,477 @@
+//! File structures → [`Config`], collecting every semantic error.
+
+use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::checks::{self, Problem};
+use crate::error::{suggest, ConfigError};
+use crate::file::{self, FileConfig, KeySpans, S};
+use crate::model::{
+    Config, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
+};
+use crate::{regions, routing};
+
+/// The longest value text quoted in an error.
+const MAX_SHOWN: usize = 80;
+
+/// The lower bound of a duration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Min {
+    /// Zero is allowed.
+    Zero,
+    /// Must be greater than zero.
+    Positive,
+    /// Must be at least this long.
+    AtLeast(Duration),
+}
+
+/// Validation context: the source text and the errors found so far.
+pub(crate) struct Cx<'a> {
+    /// The file's text.
+    pub text: &'a str,
+    /// The file name shown in errors.
+    pub origin: &'a str,
+    /// Positions of table keys.
+    pub keys: KeySpans,
+    /// Errors found so far.
+    pub errors: Vec<ConfigError>,
+}
+
+impl<'a> Cx<'a> {
+    /// A context for `text`.
+    pub(crate) fn new(text: &'a str, origin: &'a str) -> Self {
+        Self {
+            text,
+            origin,
+            keys: KeySpans::collect(text),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The text at `span` as written, if it is short and on one line.
+    pub(crate) fn written(&self, span: &Range<usize>) -> Option<String> {
+        written(self.text, span)
+    }
+
+    /// Records an error at `span` (if known) about `field`.
+    pub(crate) fn report(
+        &mut self,
+        span: Option<&Range<usize>>,
+        field: &str,
+        value: Option<String>,
+        problem: impl Into<Problem>,
+    ) {
+        let problem = problem.into();
+        let mut error = ConfigError::new(self.origin, problem.message)
+            .with_field(field)
+            .at_span(self.text, span);
+        error.value = value;
+        error.hint = problem.hint;
+        self.errors.push(error);
+    }
+
+    /// Records an error about a value, quoting it as written.
+    pub(crate) fn bad<T>(&mut self, value: &S<T>, field: &str, problem: impl Into<Problem>) {
+        let span = value.span();
+        let written = self.written(&span);
+        self.report(Some(&span), field, written, problem);
+    }
+
+    /// Runs `check` on a value, recording its problem if any.
+    pub(crate) fn check<T, U>(
+        &mut self,
+        value: &S<T>,
+        field: &str,
+        check: impl FnOnce(&T) -> Result<U, Problem>,
+    ) -> Option<U> {
+        match check(value.get_ref()) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.bad(value, field, problem);
+                None
+            }
+        }
+    }
+
+    /// Records a missing required key, positioned at the enclosing table's key.
+    pub(crate) fn missing(
+        &mut self,
+        span: Option<Range<usize>>,
+        field: &str,
+        hint: Option<String>,
+    ) {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        let problem = Problem {
+            message: format!("missing required key `{key}`"),
+            hint,
+        };
+        self.report(span.as_ref(), field, None, problem);
+    }
+
+    /// The span of a top-level key's first mention.
+    pub(crate) fn top_key(&self, name: &str) -> Option<Range<usize>> {
+        self.keys.top.get(name).cloned()
+    }
+
+    /// A duration field; `None` if it was invalid (the error is recorded).
+    pub(crate) fn duration(
+        &mut self,
+        value: Option<&S<String>>,
+        field: &str,
+        default: Duration,
+        min: Min,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let name = last_segment(field);
+        self.check(value, field, |text| {
+            let d = checks::duration(text)?;
+            match min {
+                Min::Positive if d.is_zero() => {
+                    Err(format!("{name} must be greater than 0").into())
+                }
+                Min::AtLeast(least) if d < least => {
+                    Err(format!("{name} must be at least {}", checks::show(least)).into())
+                }
+                _ => Ok(d),
+            }
+        })
+    }
+
+    /// An integer field within `range`; `None` if it was invalid.
+    pub(crate) fn int(
+        &mut self,
+        value: Option<&S<i64>>,
+        field: &str,
+        default: i64,
+        range: RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let name = last_segment(field);
+        self.check(value, field, |v| checks::int_in(*v, &range, name))
+    }
+
+    /// A reference to a region by name, resolved to its index in `names`.
+    pub(crate) fn region_ref(
+        &mut self,
+        names: &[String],
+        value: &S<String>,
+        field: &str,
+    ) -> Option<usize> {
+        let name = value.get_ref();
+        if let Some(index) = names.iter().position(|n| n == name) {
+            return Some(index);
+        }
+        let problem = Problem {
+            message: format!("unknown region \"{name}\""),
+            hint: suggest(name, names.iter().map(String::as_str), "defined regions"),
+        };
+        self.bad(value, field, problem);
+        None
+    }
+}
+
+/// The text at `span` as written, if it is short and on one line.
+pub(crate) fn written(text: &str, span: &Range<usize>) -> Option<String> {
+    let raw = text.get(span.clone())?.trim();
+    if raw.is_empty() || raw.len() > MAX_SHOWN || raw.contains('\n') {
+        None
+    } else {
+        Some(raw.to_owned())
+    }
+}
+
+/// The last `.`-separated segment of a field path, without any `[index]`.
+pub(crate) fn last_segment(field: &str) -> &str {
+    let last = field.rsplit('.').next().unwrap_or(field);
+    last.split('[').next().unwrap_or(last)
+}
+
+/// Validates the deserialized file; `None` if any error was recorded in `cx`.
+pub(crate) fn validate(
+    file: &FileConfig,
+    cx: &mut Cx<'_>,
+    base_dir: Option<&Path>,
+) -> Option<Config> {
+    let regions = regions::regions(cx, file);
+    let names: Vec<String> = match &file.regions {
+        Some(entries) => entries.0.iter().map(|(name, _)| name.clone()).collect(),
+        None => Vec::new(),
+    };
+    let node = node(cx, &file.node, &names);
+    let listeners = listeners(cx, &file.listeners);
+    let threads = threads(cx, file.threads.as_ref());
+    let timeouts = timeouts(cx, &file.timeouts);
+    let logging = logging(cx, &file.logging);
+    let geoip = routing::geoip(cx, &file.geoip, base_dir);
+    let client = routing::client(cx, &file.client);
+    let steering = routing::steering(cx, &file.steering, &file.residency, &names);
+    let latency = latency(cx, &file.latency);
+    let outlier = outlier(cx, &file.outlier);
+    let retry = retry(cx, &file.retry);
+    let reload = reload(cx, &file.reload);
+    if !cx.errors.is_empty() {
+        return None;
+    }
+    Some(Config {
+        source: None,
+        node,
+        listeners,
+        threads,
+        timeouts,
+        logging,
+        regions,
+        geoip,
+        client,
+        steering,
+        latency,
+        outlier,
+        retry,
+        reload,
+    })
+}
+
+fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
+    let region = match &node.region {
+        Some(region) => {
+            cx.region_ref(names, region, "node.region");
+            region.get_ref().clone()
+        }
+        None => {
+            let hint = if names.is_empty() {
+                "set it to the region this instance runs in".to_owned()
+            } else {
+                let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                format!("set it to one of the regions: {}", list.join(", "))
+            };
+            let span = cx.top_key("node");
+            cx.missing(span, "node.region", Some(hint));
+            String::new()
+        }
+    };
+    let name = match &node.name {
+        Some(name) => cx
+            .check(name, "node.name", |n| checks::visible_token(n, "node name"))
+            .unwrap_or_default(),
+        None => format!("meridian-{region}"),
+    };
+    Node { region, name }
+}
+
+fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
+    let mut http: Vec<SocketAddr> = Vec::new();
+    match &file.http {
+        None => http.push(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        Some(list) if list.get_ref().is_empty() => {
+            cx.bad(
+                list,
+                "listeners.http",
+                "at least one HTTP listener is required",
+            );
+        }
+        Some(list) => {
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let field = format!("listeners.http[{i}]");
+                let Some(addr) = cx.check(entry, &field, |a| checks::socket_addr(a)) else {
+                    continue;
+                };
+                if http.contains(&addr) {
+                    cx.bad(entry, &field, format!("duplicate listener {addr}"));
+                } else {
+                    http.push(addr);
+                }
+            }
+        }
+    }
+    let admin = match &file.admin {
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+        Some(admin) => {
+            let addr = cx.check(admin, "listeners.admin", |a| checks::socket_addr(a));
+            match addr {
+                Some(addr) if http.contains(&addr) => {
+                    cx.bad(
+                        admin,
+                        "listeners.admin",
+                        format!("admin listener {addr} is also an HTTP listener"),
+                    );
+                    addr
+                }
+                Some(addr) => addr,
+                None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+            }
+        }
+    };
+    Listeners { http, admin }
+}
+
+fn threads(cx: &mut Cx<'_>, value: Option<&S<i64>>) -> usize {
+    let default = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(1024);
+    let default = i64::try_from(default).unwrap_or(1);
+    let threads = cx.int(value, "threads", default, 1..=1024).unwrap_or(1);
+    usize::try_from(threads).unwrap_or(1)
+}
+
+fn timeouts(cx: &mut Cx<'_>, file: &file::TimeoutsFile) -> Timeouts {
+    let mut d = |value: &Option<S<String>>, field: &str, default: u64| {
+        let default = Duration::from_secs(default);
+        cx.duration(value.as_ref(), field, default, Min::Positive)
+            .unwrap_or(default)
+    };
+    Timeouts {
+        connect: d(&file.connect, "timeouts.connect", 2),
+        read: d(&file.read, "timeouts.read", 30),
+        write: d(&file.write, "timeouts.write", 30),
+        idle: d(&file.idle, "timeouts.idle", 60),
+        downstream_idle: d(&file.downstream_idle, "timeouts.downstream_idle", 60),
+    }
+}
+
+fn logging(cx: &mut Cx<'_>, file: &file::LoggingFile) -> Logging {
+    let level = match &file.level {
+        Some(level) => cx
+            .check(level, "logging.level", |l| checks::log_level(l))
+            .unwrap_or_default(),
+        None => "info".to_owned(),
+    };
+    let format = match &file.format {
+        Some(format) => {
+            match cx.check(format, "logging.format", |f| {
+                checks::choice(f, &["text", "json"], "log format")
+            }) {
+                Some("json") => LogFormat::Json,
+                _ => LogFormat::Text,
+            }
+        }
+        None => LogFormat::Text,
+    };
+    Logging {
+        level,
+        format,
+        access_log: file.access_log.unwrap_or(true),
+    }
+}
+
+fn latency(cx: &mut Cx<'_>, file: &file::LatencyFile) -> Latency {
+    let mut d = |value: &Option<S<String>>, field: &str, default: Duration, min: Min| {
+        cx.duration(value.as_ref(), field, default, min)
+            .unwrap_or(default)
+    };
+    Latency {
+        decay: d(
+            &file.decay,
+            "latency.decay",
+            Duration::from_secs(10),
+            Min::Positive,
+        ),
+        tolerance: d(
+            &file.tolerance,
+            "latency.tolerance",
+            Duration::from_millis(20),
+            Min::Positive,
+        ),
+        rtt_per_100km: d(
+            &file.rtt_per_100km,
+            "latency.rtt_per_100km",
+            Duration::from_millis(1),
+            Min::Positive,
+        ),
+        rtt_base: d(
+            &file.rtt_base,
+            "latency.rtt_base",
+            Duration::from_millis(2),
+            Min::Zero,
+        ),
+    }
+}
+
+fn outlier(cx: &mut Cx<'_>, file: &file::OutlierFile) -> Outlier {
+    let consecutive_failures = cx
+        .int(
+            file.consecutive_failures.as_ref(),
+            "outlier.consecutive_failures",
+            5,
+            1..=1000,
+        )
+        .unwrap_or(5);
+    let base_default = Duration::from_secs(10);
+    let max_default = Duration::from_secs(300);
+    let base = cx.duration(
+        file.base_ejection.as_ref(),
+        "outlier.base_ejection",
+        base_default,
+        Min::Positive,
+    );
+    let max = cx.duration(
+        file.max_ejection.as_ref(),
+        "outlier.max_ejection",
+        max_default,
+        Min::Positive,
+    );
+    if let (Some(base), Some(max)) = (base, max) {
+        if max < base {
+            let message = format!(
+                "max_ejection ({}) must not be shorter than base_ejection ({})",
+                checks::show(max),
+                checks::show(base)
+            );
+            if let Some(value) = &file.max_ejection {
+                cx.bad(value, "outlier.max_ejection", message);
+            } else if let Some(value) = &file.base_ejection {
+                cx.bad(value, "outlier.base_ejection", message);
+            }
+        }
+    }
+    let panic_threshold = file.panic_threshold.as_ref().and_then(|value| {
+        let v = cx.int(Some(value), "outlier.panic_threshold", 0, 1..=100)?;
+        u8::try_from(v).ok()
+    });
+    Outlier {
+        consecutive_failures: u32::try_from(consecutive_failures).unwrap_or(5),
+        base_ejection: base.unwrap_or(base_default),
+        max_ejection: max.unwrap_or(max_default),
+        panic_threshold,
+    }
+}
+
+fn retry(cx: &mut Cx<'_>, file: &file::RetryFile) -> Retry {
+    let attempts = cx
+        .int(file.attempts.as_ref(), "retry.attempts", 2, 0..=10)
+        .unwrap_or(2);
+    let default = Duration::from_secs(5);
+    let retry_after = cx
+        .duration(
+            file.retry_after.as_ref(),
+            "retry.retry_after",
+            default,
+            Min::AtLeast(Duration::from_secs(1)),
+        )
+        .unwrap_or(default);
+    Retry {
+        attempts: u32::try_from(attempts).unwrap_or(2),
+        retry_after,
+    }
+}
+
+fn reload(cx: &mut Cx<'_>, file: &file::ReloadFile) -> Reload {
+    let default = Duration::from_millis(500);
+    let debounce = cx
+        .duration(
+            file.debounce.as_ref(),
+            "reload.debounce",
+            default,
+            Min::Positive,
+        )
+        .unwrap_or(default);
+    Reload {
+        watch: file.watch.unwrap_or(true),
+        debounce,
+    }
+}
