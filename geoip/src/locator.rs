@@ -1,0 +1,279 @@
+//! The [`Locator`]: CIDR overrides in front of a MaxMind DB reader.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::{IpNet, Ipv4Net};
+use maxminddb::{MaxMindDbError, Mmap, Reader};
+
+use crate::centroids::country_info;
+use crate::record::Record;
+use crate::types::{Coordinates, CountryCode, Location, LocationSource};
+
+/// The DB-IP Country Lite database built into the binary (see `data/README.md`).
+static BUILTIN_DB: &[u8] = include_bytes!("../data/dbip-country-lite.mmdb");
+
+/// The credit DB-IP's licence (CC BY 4.0) requires wherever its data is used or shown.
+pub const DBIP_ATTRIBUTION: &str = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0";
+
+/// Why a [`Locator`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoIpError {
+    /// A database file could not be opened, mapped or parsed.
+    #[error("cannot open GeoIP database {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: MaxMindDbError,
+    },
+    /// The database built into the binary could not be parsed (a build defect).
+    #[error("the built-in GeoIP database is invalid: {0}")]
+    Builtin(#[source] MaxMindDbError),
+    /// An override has coordinates out of range.
+    #[error(
+        "GeoIP override {network}: coordinates ({}, {}) out of range",
+        coordinates.latitude,
+        coordinates.longitude
+    )]
+    OverrideCoordinates {
+        /// The override's network.
+        network: IpNet,
+        /// The bad coordinates.
+        coordinates: Coordinates,
+    },
+}
+
+/// A static CIDR → location rule, consulted before the database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Override {
+    /// The network it covers; the longest matching prefix wins. An IPv4-mapped IPv6 network
+    /// (`::ffff:10.0.0.0/104`) is treated as the IPv4 network it maps.
+    pub network: IpNet,
+    /// The country of clients in the network.
+    pub country: CountryCode,
+    /// Their coordinates; the country's centroid when `None`.
+    pub coordinates: Option<Coordinates>,
+}
+
+/// What database a [`Locator`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseInfo {
+    /// The file; `None` for the database built into the binary.
+    pub path: Option<PathBuf>,
+    /// The metadata's `database_type`, e.g. `"DBIP-Country-Lite"` or `"GeoLite2-City"`.
+    pub database_type: String,
+    /// When the database was built, in seconds since the Unix epoch.
+    pub build_epoch: u64,
+    /// The credit its licence requires, when known: [`DBIP_ATTRIBUTION`] for the built-in
+    /// database and any database whose type or description mentions DB-IP.
+    pub attribution: Option<&'static str>,
+}
+
+/// The two kinds of buffer a reader works on.
+enum Db {
+    /// The built-in file, in the binary's read-only data.
+    Static(Reader<&'static [u8]>),
+    /// A user file, memory-mapped.
+    Mapped(Reader<Mmap>),
+}
+
+/// Client IP → [`Location`]: overrides first, then a MaxMind DB database.
+///
+/// Built once and shared (it is `Send + Sync`); [`Locator::lookup`] does not allocate.
+/// Overrides are scanned linearly, longest prefix first: meant for tens to hundreds of rules.
+pub struct Locator {
+    db: Db,
+    /// IPv6 lookups need an IPv6 database: an IPv4-only tree would answer for the first 32
+    /// bits of the address.
+    ipv6_db: bool,
+    /// IPv4 overrides, longest prefix first (stable: equal prefixes keep config order).
+    overrides_v4: Vec<Override>,
+    /// IPv6 overrides, likewise.
+    overrides_v6: Vec<Override>,
+    info: DatabaseInfo,
+}
+
+impl Locator {
+    /// A locator over the DB-IP Country Lite database built into the binary.
+    ///
+    /// # Errors
+    ///
+    /// [`GeoIpError::OverrideCoordinates`] for an override with coordinates out of range;
+    /// [`GeoIpError::Builtin`] if the embedded file does not parse (it is checked by tests).
+    pub fn builtin(overrides: Vec<Override>) -> Result<Locator, GeoIpError> {
+        let reader = Reader::from_source(BUILTIN_DB).map_err(GeoIpError::Builtin)?;
+        let mut info = info_of(&reader.metadata, None);
+        info.attribution = Some(DBIP_ATTRIBUTION);
+        let ipv6_db = reader.metadata.ip_version == 6;
+        Locator::new(Db::Static(reader), ipv6_db, info, overrides)
+    }
+
+    /// A locator over a MaxMind DB file (GeoLite2/GeoIP2 City or Country, DB-IP Lite, or
+    /// any database with the layouts described in the crate docs), memory-mapped.
+    ///
+    /// The file must not be modified in place while the locator lives: replace it by
+    /// renaming a new file over it, then build a new locator.
+    ///
+    /// # Errors
+    ///
+    /// [`GeoIpError::Open`] naming the file and the cause when it cannot be opened or is not
+    /// a MaxMind DB file; [`GeoIpError::OverrideCoordinates`] as for [`Locator::builtin`].
+    pub fn open(path: &Path, overrides: Vec<Override>) -> Result<Locator, GeoIpError> {
+        let open_error = |source| GeoIpError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = Reader::open_mmap(path).map_err(open_error)?;
+        let file_len = std::fs::metadata(path)
+            .map_err(|e| open_error(MaxMindDbError::Io(e)))?
+            .len();
+        check_layout(&reader.metadata, file_len).map_err(open_error)?;
+        let info = info_of(&reader.metadata, Some(path));
+        let ipv6_db = reader.metadata.ip_version == 6;
+        Locator::new(Db::Mapped(reader), ipv6_db, info, overrides)
+    }
+
+    fn new(
+        db: Db,
+        ipv6_db: bool,
+        info: DatabaseInfo,
+        overrides: Vec<Override>,
+    ) -> Result<Locator, GeoIpError> {
+        let (mut overrides_v4, mut overrides_v6) = (Vec::new(), Vec::new());
+        for mut rule in overrides {
+            if let Some(coordinates) = rule.coordinates {
+                if !coordinates.is_valid() {
+                    return Err(GeoIpError::OverrideCoordinates {
+                        network: rule.network,
+                        coordinates,
+                    });
+                }
+            }
+            rule.network = canonical(rule.network);
+            match rule.network {
+                IpNet::V4(_) => overrides_v4.push(rule),
+                IpNet::V6(_) => overrides_v6.push(rule),
+            }
+        }
+        overrides_v4.sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        overrides_v6.sort_by_key(|o| std::cmp::Reverse(o.network.prefix_len()));
+        Ok(Locator {
+            db,
+            ipv6_db,
+            overrides_v4,
+            overrides_v6,
+            info,
+        })
+    }
+
+    /// Locates a client address: the longest matching override, else the database record.
+    ///
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is looked up as IPv4. `None` when no
+    /// override matches and the database has no record with a usable country code for the
+    /// address (private, reserved and unallocated space, or a damaged record).
+    #[must_use]
+    pub fn lookup(&self, ip: IpAddr) -> Option<Location> {
+        let ip = ip.to_canonical();
+        let overrides = match ip {
+            IpAddr::V4(_) => &self.overrides_v4,
+            IpAddr::V6(_) => &self.overrides_v6,
+        };
+        if let Some(rule) = overrides.iter().find(|o| o.network.contains(&ip)) {
+            let table = country_info(rule.country);
+            return Some(Location {
+                country: rule.country,
+                continent: table.map(|t| t.0),
+                coordinates: rule.coordinates.or(table.map(|t| t.1)),
+                source: LocationSource::Override,
+            });
+        }
+        if ip.is_ipv6() && !self.ipv6_db {
+            return None;
+        }
+        let record = match &self.db {
+            Db::Static(reader) => reader.lookup::<Record<'_>>(ip),
+            Db::Mapped(reader) => reader.lookup::<Record<'_>>(ip),
+        };
+        // Errors only come from a damaged tree or record: treat as unknown.
+        let (country, continent, coordinates) = record.ok()??.resolve()?;
+        Some(Location {
+            country,
+            continent,
+            coordinates,
+            source: LocationSource::Database,
+        })
+    }
+
+    /// What database this locator reads.
+    #[must_use]
+    pub fn info(&self) -> &DatabaseInfo {
+        &self.info
+    }
+}
+
+impl std::fmt::Debug for Locator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locator")
+            .field("info", &self.info)
+            .field(
+                "overrides",
+                &(self.overrides_v4.len() + self.overrides_v6.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:0:0/96` or longer) as the IPv4 network it maps;
+/// host bits cleared.
+fn canonical(network: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = network {
+        if let (Some(v4), Some(len)) = (
+            v6.network().to_ipv4_mapped(),
+            v6.prefix_len().checked_sub(96),
+        ) {
+            if let Ok(net) = Ipv4Net::new(v4, len) {
+                return IpNet::V4(net.trunc());
+            }
+        }
+    }
+    network.trunc()
+}
+
+/// Rejects metadata that does not fit the file, which the reader (0.26) would only notice by
+/// panicking in a lookup: a search tree longer than the file, an unknown record size or IP
+/// version.
+fn check_layout(m: &maxminddb::Metadata, file_len: u64) -> Result<(), MaxMindDbError> {
+    if !matches!(m.record_size, 24 | 28 | 32) || !matches!(m.ip_version, 4 | 6) {
+        return Err(MaxMindDbError::InvalidDatabase(format!(
+            "unsupported record size {} or IP version {}",
+            m.record_size, m.ip_version
+        )));
+    }
+    // The tree, then a 16-byte separator, then the data section and the metadata.
+    let tree_len = u64::from(m.node_count) * u64::from(m.record_size) / 4;
+    if tree_len + 16 >= file_len {
+        return Err(MaxMindDbError::InvalidDatabase(format!(
+            "truncated: the search tree needs {} bytes, the file has {file_len}",
+            tree_len + 16
+        )));
+    }
+    Ok(())
+}
+
+/// [`DatabaseInfo`] from a reader's metadata; DB-IP attribution when it names DB-IP.
+fn info_of(metadata: &maxminddb::Metadata, path: Option<&Path>) -> DatabaseInfo {
+    let mentions_dbip = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        s.contains("db-ip") || s.contains("dbip")
+    };
+    let dbip = mentions_dbip(&metadata.database_type)
+        || metadata.description.values().any(|d| mentions_dbip(d));
+    DatabaseInfo {
+        path: path.map(Path::to_path_buf),
+        database_type: metadata.database_type.clone(),
+        build_epoch: metadata.build_epoch,
+        attribution: dbip.then_some(DBIP_ATTRIBUTION),
+    }
+}

@@ -1,0 +1,110 @@
+//! The DB-IP Country Lite database shipped in the binary: what it answers for well-known
+//! addresses (checked against the file itself, 2026-06-01 build) and its metadata.
+
+mod common;
+
+use common::{cc, ip};
+use meridian_geoip::{
+    country_info, great_circle_km, Continent, LocationSource, Locator, DBIP_ATTRIBUTION,
+};
+
+fn builtin() -> Locator {
+    Locator::builtin(Vec::new()).expect("built-in database")
+}
+
+#[test]
+fn well_known_addresses() {
+    let locator = builtin();
+    for (addr, country, continent) in [
+        ("8.8.8.8", "US", Continent::NorthAmerica),
+        ("9.9.9.9", "US", Continent::NorthAmerica),
+        // Cloudflare's resolver is registered to APNIC's research lab: DB-IP says AU.
+        ("1.1.1.1", "AU", Continent::Oceania),
+        // DB-IP places Google's and Cloudflare's IPv6 resolvers in Canada.
+        ("2001:4860:4860::8888", "CA", Continent::NorthAmerica),
+        ("2606:4700:4700::1111", "CA", Continent::NorthAmerica),
+        // Deutsche Telekom.
+        ("80.128.0.1", "DE", Continent::Europe),
+        ("217.0.0.1", "DE", Continent::Europe),
+        ("::ffff:217.0.0.1", "DE", Continent::Europe),
+        // RIPE NCC.
+        ("193.0.6.139", "NL", Continent::Europe),
+        // 6to4 of 8.8.8.8: the file aliases 2002::/16 to its IPv4 tree.
+        ("2002:808:808::1", "US", Continent::NorthAmerica),
+    ] {
+        let found = locator.lookup(ip(addr)).expect(addr);
+        assert_eq!(found.country, cc(country), "{addr}");
+        assert_eq!(found.continent, Some(continent), "{addr}");
+        // DB-IP Country Lite has no coordinates: the centroid stands in.
+        assert_eq!(
+            found.coordinates,
+            country_info(cc(country)).map(|c| c.1),
+            "{addr}"
+        );
+        assert_eq!(found.source, LocationSource::Database, "{addr}");
+    }
+}
+
+#[test]
+fn reserved_space_is_unknown() {
+    let locator = builtin();
+    for addr in [
+        "203.0.113.1",
+        "192.0.2.1",
+        "10.0.0.1",
+        "100.64.0.1",
+        "127.0.0.1",
+        "0.0.0.0",
+        "::1",
+        "2001:db8::1",
+        "fe80::1",
+        "::ffff:10.0.0.1",
+    ] {
+        assert_eq!(locator.lookup(ip(addr)), None, "{addr}");
+    }
+}
+
+#[test]
+fn every_country_in_the_file_has_a_centroid() {
+    // Spot checks across the address space: whatever the file answers, the table knows it.
+    let locator = builtin();
+    let mut found = 0;
+    for a in (1..=223_u8).step_by(2) {
+        for b in (0..=255_u8).step_by(37) {
+            if let Some(location) = locator.lookup(std::net::IpAddr::from([a, b, 1, 1])) {
+                found += 1;
+                assert!(location.continent.is_some(), "{location:?}");
+                assert!(location.coordinates.is_some(), "{location:?}");
+            }
+        }
+    }
+    assert!(found > 500, "{found}");
+}
+
+#[test]
+fn metadata_and_attribution() {
+    let locator = builtin();
+    let info = locator.info();
+    assert_eq!(info.path, None);
+    assert_eq!(info.database_type, "country ipvAll");
+    assert_eq!(info.build_epoch, 1_780_345_978); // 2026-06-01T20:32:58Z
+    assert_eq!(info.attribution, Some(DBIP_ATTRIBUTION));
+    assert_eq!(
+        DBIP_ATTRIBUTION,
+        "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
+    );
+}
+
+#[test]
+fn distance_between_located_clients() {
+    let locator = builtin();
+    let at = |addr: &str| {
+        locator
+            .lookup(ip(addr))
+            .and_then(|l| l.coordinates)
+            .expect(addr)
+    };
+    // Centroids of Germany and the USA.
+    let km = great_circle_km(at("80.128.0.1"), at("8.8.8.8"));
+    assert!((7000.0..8500.0).contains(&km), "{km}");
+}
