@@ -1,0 +1,151 @@
+//! The command line: `run`, `check`, `demo`, `--version`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::instance::{build_locator, Instance};
+use crate::server::{self, ProcessOptions};
+
+/// Meridian: a geo-distributed HTTP load balancer and reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy with a config file.
+    Run {
+        /// The TOML config file.
+        #[arg(short, long, default_value = "/etc/meridian/meridian.toml")]
+        config: PathBuf,
+        /// Take over the listening sockets of the running instance (graceful upgrade):
+        /// start the new process with --upgrade, then send SIGQUIT to the old one.
+        #[arg(long)]
+        upgrade: bool,
+        /// Unix socket used to hand listening sockets over during an upgrade.
+        #[arg(long, default_value = "/run/meridian/upgrade.sock")]
+        upgrade_sock: String,
+        /// PID file.
+        #[arg(long, default_value = "/run/meridian/meridian.pid")]
+        pid_file: String,
+        /// Seconds in-flight requests get to finish after SIGTERM or SIGQUIT.
+        #[arg(long, default_value_t = 5)]
+        grace_period: u64,
+    },
+    /// Validate config files like `nginx -t`: exit 0 with a summary, or 1 with every error.
+    Check {
+        /// Config files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Start a three-region demo world on loopback, with no files needed.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the demo admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+/// Validates one file; prints the summary or the errors.
+pub fn check(path: &std::path::Path) -> bool {
+    match meridian_config::load(path) {
+        Ok(config) => match build_locator(&config) {
+            Ok(locator) => {
+                let backends: usize = config.regions.iter().map(|r| r.backends.len()).sum();
+                let db = locator
+                    .info()
+                    .path
+                    .as_ref()
+                    .map_or_else(|| "built-in DB-IP".to_string(), |p| p.display().to_string());
+                println!(
+                    "{}: ok: node {} in {}, {} regions, {} backends, {} listeners, geoip {}",
+                    path.display(),
+                    config.node.name,
+                    config.node.region,
+                    config.regions.len(),
+                    backends,
+                    config.listeners.http.len(),
+                    db
+                );
+                true
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                false
+            }
+        },
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.errors.len());
+            false
+        }
+    }
+}
+
+/// Runs the CLI.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { files } => {
+            let mut ok = true;
+            for f in &files {
+                ok &= check(f);
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Demo { listen, admin } => match crate::demo::run(listen, admin) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            upgrade,
+            upgrade_sock,
+            pid_file,
+            grace_period,
+        } => {
+            let cfg = match meridian_config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("meridian: not starting: {} has errors", config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            crate::logging::init(&cfg.logging);
+            let inst = match Instance::new(cfg) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = ProcessOptions {
+                upgrade,
+                upgrade_sock,
+                pid_file,
+                grace_period_secs: grace_period,
+            };
+            tracing::info!(config = %config.display(), version = env!("CARGO_PKG_VERSION"), "meridian starting");
+            server::build(inst, &opts).run_forever();
+        }
+    }
+}

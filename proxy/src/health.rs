@@ -1,0 +1,315 @@
+//! Backend health: the rise/fall state machine fed by active probes, and passive outlier
+//! ejection fed by real traffic.
+//!
+//! Both are plain state machines with no I/O; `probe.rs` drives the first, the request path
+//! (`service.rs`) drives the second.
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::latency::now_ms;
+
+/// What active probing says about a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet.
+    Unknown,
+    /// Passing probes.
+    Up,
+    /// Failing probes.
+    Down,
+}
+
+impl Health {
+    /// A lower-case name for status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Health::Unknown => 0,
+            Health::Up => 1,
+            Health::Down => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Health::Up,
+            2 => Health::Down,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// Rise/fall hysteresis: `rise` consecutive successes bring a backend up, `fall` consecutive
+/// failures take it down. The very first probe decides an unknown backend's state at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hysteresis {
+    state: Health,
+    streak_ok: u32,
+    streak_fail: u32,
+}
+
+impl Hysteresis {
+    /// Starts from a known state (carried over a reload) or `Unknown`.
+    pub fn new(state: Health) -> Self {
+        Hysteresis {
+            state,
+            streak_ok: 0,
+            streak_fail: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> Health {
+        self.state
+    }
+
+    /// Feeds one probe result; returns the new state if it changed.
+    pub fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Health> {
+        if ok {
+            self.streak_ok = self.streak_ok.saturating_add(1);
+            self.streak_fail = 0;
+        } else {
+            self.streak_fail = self.streak_fail.saturating_add(1);
+            self.streak_ok = 0;
+        }
+        let next = match self.state {
+            Health::Unknown => {
+                if ok {
+                    Health::Up
+                } else {
+                    Health::Down
+                }
+            }
+            Health::Up if self.streak_fail >= fall => Health::Down,
+            Health::Down if self.streak_ok >= rise => Health::Up,
+            s => s,
+        };
+        if next != self.state {
+            self.state = next;
+            Some(next)
+        } else {
+            None
+        }
+    }
+}
+
+/// A lock-free cell publishing a backend's probe-derived health.
+#[derive(Debug, Default)]
+pub struct HealthCell(AtomicU8);
+
+impl HealthCell {
+    /// Reads the state.
+    pub fn get(&self) -> Health {
+        Health::from_u8(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Publishes a state.
+    pub fn set(&self, h: Health) {
+        self.0.store(h.to_u8(), Ordering::Relaxed);
+    }
+}
+
+/// Passive outlier detection: consecutive failures of real requests eject a backend for a
+/// back-off that doubles on each repeat (up to a ceiling). An ejection ends when its time is
+/// up or when an active probe succeeds after at least half of it has passed.
+#[derive(Debug, Default)]
+pub struct Outlier {
+    failures: AtomicU32,
+    /// Millisecond stamp (see [`now_ms`]) until which the backend is ejected; 0 = not ejected.
+    until_ms: AtomicU32,
+    /// Millisecond stamp at which the current ejection began.
+    since_ms: AtomicU32,
+    /// Ejections in a row without a quiet period; drives the back-off.
+    streak: AtomicU32,
+}
+
+/// The outcome of one request, as outlier detection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend answered with a non-5xx status.
+    Success,
+    /// Connect error, reset, timeout or a 5xx answer.
+    Failure,
+}
+
+impl Outlier {
+    /// Whether the backend is ejected at `now`.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until != 0 && (until.wrapping_sub(now_ms(now)) as i32) > 0
+    }
+
+    /// Records a request outcome. Returns the ejection time if this outcome ejected the backend.
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        now: Instant,
+        threshold: u32,
+        base: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        match outcome {
+            Outcome::Success => {
+                self.failures.store(0, Ordering::Relaxed);
+                None
+            }
+            Outcome::Failure => {
+                let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if n < threshold || self.is_ejected(now) {
+                    return None;
+                }
+                self.failures.store(0, Ordering::Relaxed);
+                let streak = self.streak.fetch_add(1, Ordering::Relaxed);
+                let factor = 1u32 << streak.min(16);
+                let ejection = base.saturating_mul(factor).min(max);
+                let stamp = now_ms(now);
+                self.since_ms.store(stamp, Ordering::Relaxed);
+                // 0 means "not ejected", so never store it as a deadline.
+                let until = stamp.wrapping_add(ejection.as_millis() as u32).max(1);
+                self.until_ms.store(until, Ordering::Relaxed);
+                Some(ejection)
+            }
+        }
+    }
+
+    /// An active probe succeeded: ends an ejection that has served at least half its time,
+    /// and forgets the back-off streak once the backend has stayed in for `quiet`.
+    pub fn probe_ok(&self, now: Instant, quiet: Duration) {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        let stamp = now_ms(now);
+        if until == 0 {
+            let since = self.since_ms.load(Ordering::Relaxed);
+            if u128::from(stamp.wrapping_sub(since)) > quiet.as_millis() {
+                self.streak.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let since = self.since_ms.load(Ordering::Relaxed);
+        let total = until.wrapping_sub(since);
+        let served = stamp.wrapping_sub(since);
+        if served >= total / 2 {
+            self.until_ms.store(0, Ordering::Relaxed);
+            self.since_ms.store(stamp, Ordering::Relaxed);
+        }
+    }
+
+    /// Times this backend was ejected in a row (0 when in good standing).
+    pub fn streak(&self) -> u32 {
+        self.streak.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_probe_decides_then_hysteresis() {
+        let mut h = Hysteresis::new(Health::Unknown);
+        assert_eq!(h.observe(true, 2, 3), Some(Health::Up));
+        assert_eq!(h.observe(false, 2, 3), None);
+        assert_eq!(h.observe(false, 2, 3), None);
+        assert_eq!(
+            h.observe(true, 2, 3),
+            None,
+            "a success resets the failure streak"
+        );
+        assert_eq!(h.observe(false, 2, 3), None);
+        assert_eq!(h.observe(false, 2, 3), None);
+        assert_eq!(h.observe(false, 2, 3), Some(Health::Down));
+        assert_eq!(h.observe(true, 2, 3), None);
+        assert_eq!(h.observe(true, 2, 3), Some(Health::Up));
+        assert_eq!(h.state(), Health::Up);
+    }
+
+    #[test]
+    fn unknown_failing_goes_down_at_once() {
+        let mut h = Hysteresis::new(Health::Unknown);
+        assert_eq!(h.observe(false, 2, 3), Some(Health::Down));
+    }
+
+    #[test]
+    fn carried_state_is_kept() {
+        let mut h = Hysteresis::new(Health::Down);
+        assert_eq!(
+            h.observe(true, 2, 3),
+            None,
+            "a down backend needs `rise` successes"
+        );
+        assert_eq!(h.observe(true, 2, 3), Some(Health::Up));
+    }
+
+    const BASE: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(35);
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_after_threshold_with_growing_backoff() {
+        let o = Outlier::default();
+        let now = Instant::now;
+        for _ in 0..4 {
+            assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), None);
+        }
+        assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), Some(BASE));
+        assert!(o.is_ejected(now()));
+        tokio::time::advance(BASE - Duration::from_millis(5)).await;
+        assert!(o.is_ejected(now()));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(!o.is_ejected(now()), "ejection over");
+        // Second ejection doubles, third is capped.
+        for _ in 0..5 {
+            o.record(Outcome::Failure, now(), 5, BASE, MAX);
+        }
+        assert!(o.is_ejected(now()));
+        tokio::time::advance(BASE * 2 - Duration::from_millis(5)).await;
+        assert!(o.is_ejected(now()), "20s the second time");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let mut last = None;
+        for _ in 0..5 {
+            last = o.record(Outcome::Failure, now(), 5, BASE, MAX);
+        }
+        assert_eq!(last, Some(MAX), "40s capped at 35s");
+        assert_eq!(o.streak(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_resets_consecutive_failures() {
+        let o = Outlier::default();
+        let now = Instant::now;
+        for _ in 0..4 {
+            o.record(Outcome::Failure, now(), 5, BASE, MAX);
+        }
+        o.record(Outcome::Success, now(), 5, BASE, MAX);
+        for _ in 0..4 {
+            assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), None);
+        }
+        assert!(!o.is_ejected(now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_readmits_after_half_the_ejection() {
+        let o = Outlier::default();
+        let now = Instant::now;
+        o.record(Outcome::Failure, now(), 1, BASE, MAX);
+        assert!(o.is_ejected(now()));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        o.probe_ok(now(), MAX);
+        assert!(o.is_ejected(now()), "too early to re-admit");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        o.probe_ok(now(), MAX);
+        assert!(!o.is_ejected(now()), "re-admitted by a good probe");
+        assert_eq!(o.streak(), 1, "back-off remembered");
+        tokio::time::advance(MAX + Duration::from_secs(1)).await;
+        o.probe_ok(now(), MAX);
+        assert_eq!(o.streak(), 0, "forgotten after a quiet period");
+    }
+}

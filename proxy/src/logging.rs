@@ -1,0 +1,25 @@
+//! Structured logging with `tracing`: text or JSON lines on stderr (journald picks them up).
+//! The access log is the `access` target at `info`; pingora's own `log` records are bridged.
+
+use meridian_config::{LogFormat, Logging};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Safe to call once per process; later calls are ignored.
+pub fn init(logging: &Logging) {
+    let mut filter = EnvFilter::try_new(&logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !logging.access_log {
+        if let Ok(d) = "access=off".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.compact().try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("logging already initialised: {e}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Active health probing and region measurement, run as a pingora `BackgroundService`.
+//!
+//! One task per backend probes it every `interval` (HTTP `GET path` or a TCP connect) and
+//! feeds the rise/fall state machine. A supervisor re-reads the snapshot whenever it changes:
+//! new backends get a task (and are probed at once), removed ones lose theirs, unchanged ones
+//! keep theirs, with their state. A measurement tick publishes each region's usable-backend
+//! count and measured latency for ranking, and marks the instance ready once every backend
+//! has been probed at least once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use meridian_config::{HealthCheck, ProbeKind};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::backend::{BackendState, ProbeReport};
+use crate::health::{Health, Hysteresis};
+use crate::instance::Instance;
+
+/// How often region measurements are published.
+const MEASURE_EVERY: Duration = Duration::from_millis(100);
+
+/// The background service that probes every backend of the current snapshot.
+pub struct Prober {
+    inst: Arc<Instance>,
+}
+
+impl Prober {
+    /// A prober for `inst`.
+    pub fn new(inst: Arc<Instance>) -> Self {
+        Prober { inst }
+    }
+}
+
+struct ProbeTask {
+    handle: JoinHandle<()>,
+    settings: watch::Sender<ProbeSettings>,
+}
+
+#[derive(Clone, PartialEq)]
+struct ProbeSettings {
+    check: HealthCheck,
+    decay: Duration,
+    max_ejection: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Prober {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut changes = self.inst.subscribe();
+        let mut tasks: HashMap<Arc<str>, ProbeTask> = HashMap::new();
+        let measure = tokio::spawn(measure_loop(self.inst.clone()));
+        loop {
+            reconcile(&self.inst, &mut tasks);
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                _ = shutdown.changed() => break,
+            }
+        }
+        measure.abort();
+        for (_, t) in tasks {
+            t.handle.abort();
+        }
+    }
+}
+
+fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
+    let snap = inst.snapshot();
+    let cfg = &snap.config;
+    let mut seen = std::collections::HashSet::new();
+    for (region, member) in snap.backends() {
+        let state = &member.state;
+        seen.insert(state.id.clone());
+        let settings = ProbeSettings {
+            check: region.health.clone(),
+            decay: cfg.latency.decay,
+            max_ejection: cfg.outlier.max_ejection,
+        };
+        match tasks.get(&state.id) {
+            Some(t) if !t.handle.is_finished() => {
+                t.settings.send_if_modified(|s| {
+                    let changed = *s != settings;
+                    *s = settings.clone();
+                    changed
+                });
+            }
+            _ => {
+                let (tx, rx) = watch::channel(settings);
+                let handle = tokio::spawn(probe_loop(state.clone(), rx));
+                tasks.insert(
+                    state.id.clone(),
+                    ProbeTask {
+                        handle,
+                        settings: tx,
+                    },
+                );
+            }
+        }
+    }
+    tasks.retain(|id, t| {
+        let keep = seen.contains(id);
+        if !keep {
+            t.handle.abort();
+        }
+        keep
+    });
+}
+
+async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<ProbeSettings>) {
+    let mut machine = Hysteresis::new(state.health.get());
+    loop {
+        let s = settings.borrow_and_update().clone();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            s.check.timeout,
+            probe_once(state.addr, &s.check.kind),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!("timed out after {:?}", s.check.timeout)),
+        };
+        let rtt = started.elapsed();
+        let now = Instant::now();
+        let ok = result.is_ok();
+        if ok {
+            state.latency.probe.observe(rtt, now, s.decay);
+            state.outlier.probe_ok(now, s.max_ejection);
+            state.metrics.probe_ok.inc();
+            state.metrics.probe_rtt.set(rtt.as_secs_f64());
+        } else {
+            state.metrics.probe_fail.inc();
+        }
+        if let Some(next) = machine.observe(ok, s.check.rise, s.check.fall) {
+            state.health.set(next);
+            match (next, &result) {
+                (Health::Up, _) => {
+                    tracing::info!(backend = %state.id, rtt_us = rtt.as_micros() as u64, "backend is up")
+                }
+                (_, Err(e)) => tracing::warn!(backend = %state.id, error = %e, "backend is down"),
+                _ => {}
+            }
+        }
+        state.record_probe(ProbeReport {
+            at: SystemTime::now(),
+            rtt,
+            error: result.err(),
+        });
+        // Sleep for the interval, but wake early if the settings change (a reload).
+        let wait = s.check.interval.saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = settings.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// One probe: `Ok` when healthy, else a short reason.
+pub async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let ProbeKind::Http { path, host, expect } = kind else {
+        return Ok(());
+    };
+    let _ = stream.set_nodelay(true);
+    let host = host.clone().unwrap_or_else(|| addr.to_string());
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meridian-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before a status line".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(_) | Err(httparse::Error::TooManyHeaders) if resp.code.is_some() => {
+                let code = resp.code.unwrap_or(0);
+                return if expect.contains(&code) {
+                    Ok(())
+                } else {
+                    Err(format!("status {code}"))
+                };
+            }
+            Ok(_) if buf.len() < 16 * 1024 => continue,
+            Ok(_) => return Err("response header too large".into()),
+            Err(e) => return Err(format!("bad response: {e}")),
+        }
+    }
+}
+
+/// Publishes region measurements and backend gauges; sets readiness after the first round.
+async fn measure_loop(inst: Arc<Instance>) {
+    let mut tick = tokio::time::interval(MEASURE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let snap = inst.snapshot();
+        let now = Instant::now();
+        let tau = snap.config.latency.decay;
+        let mut all_probed = true;
+        for region in &snap.regions {
+            let mut usable = 0u32;
+            let mut sum = 0f64;
+            for m in &region.members {
+                let s = &m.state;
+                all_probed &= s.probes() > 0;
+                let up = s.usable(now);
+                s.metrics.up.set(i64::from(up));
+                if up {
+                    usable += 1;
+                    sum += f64::from(s.latency.estimate_us(now, tau));
+                }
+            }
+            let measured = if usable > 0 {
+                sum / f64::from(usable)
+            } else {
+                0.0
+            };
+            region
+                .state
+                .publish(measured.min(f64::from(u32::MAX)) as u32, usable);
+        }
+        if all_probed && !inst.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                generation = snap.generation,
+                "first probe round done: ready"
+            );
+            crate::systemd::notify_ready();
+        }
+    }
+}

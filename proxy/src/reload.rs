@@ -1,0 +1,241 @@
+//! Hot reload: SIGHUP, a change of the config file, or `POST /reload` →
+//! parse → validate → build a new snapshot → one atomic swap.
+//!
+//! A file that fails validation never replaces the running config: the errors are logged,
+//! counted (`meridian_reloads_total{result="invalid"}`) and shown in `/status`. Changes a
+//! swap cannot apply (listeners, threads, logging setup) are refused as a whole and reported
+//! as needing a restart or graceful upgrade; nothing is half-applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use meridian_config::Config;
+use notify::{EventKind, RecursiveMode, Watcher};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use crate::instance::{build_locator, Instance, ReloadRecord};
+use crate::snapshot::Snapshot;
+
+/// The outcome of a reload that did not fail validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new snapshot is in use.
+    Applied {
+        /// Its generation.
+        generation: u64,
+    },
+    /// The file changes settings that need a restart or graceful upgrade; nothing applied.
+    NeedsUpgrade(String),
+}
+
+/// What differs between `old` and `new` that a snapshot swap cannot apply.
+pub fn unswappable(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.listeners.http != new.listeners.http {
+        out.push("listeners.http".to_string());
+    }
+    if old.listeners.admin != new.listeners.admin {
+        out.push("listeners.admin".to_string());
+    }
+    if old.threads != new.threads {
+        out.push("threads".to_string());
+    }
+    if old.logging.level != new.logging.level || old.logging.format != new.logging.format {
+        out.push("logging.level/format".to_string());
+    }
+    if old.node.region != new.node.region {
+        out.push("node.region".to_string());
+    }
+    out
+}
+
+fn record(inst: &Instance, trigger: &str, result: &'static str, message: Option<String>) {
+    inst.metrics.reload(result);
+    let generation = inst.snapshot().generation;
+    if let Ok(mut last) = inst.last_reload.lock() {
+        *last = Some(ReloadRecord {
+            at: SystemTime::now(),
+            trigger: trigger.to_string(),
+            result,
+            message,
+            generation,
+        });
+    }
+}
+
+/// Re-reads the instance's config file and swaps it in if it is valid.
+///
+/// Blocking (file I/O, GeoIP open): call from a blocking context.
+pub fn reload(inst: &Instance, trigger: &str) -> Result<ReloadOutcome, String> {
+    let _serial = inst
+        .reload_lock
+        .lock()
+        .map_err(|_| "reload lock poisoned")?;
+    let Some(path) = inst.config_path.clone() else {
+        let msg = "this instance was not started from a config file; nothing to reload".to_string();
+        record(inst, trigger, "invalid", Some(msg.clone()));
+        return Err(msg);
+    };
+    let config = match meridian_config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            let msg = errors.to_string();
+            tracing::error!(trigger, file = %path.display(), "reload rejected; the running config stays:\n{msg}");
+            record(inst, trigger, "invalid", Some(msg.clone()));
+            return Err(msg);
+        }
+    };
+    apply(inst, config, trigger)
+}
+
+/// Swaps in an already validated config.
+pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOutcome, String> {
+    let current = inst.snapshot();
+    let blocked = unswappable(&current.config, &config);
+    if !blocked.is_empty() {
+        let msg = format!(
+            "changed settings need a restart or graceful upgrade: {}; nothing was applied",
+            blocked.join(", ")
+        );
+        tracing::warn!(trigger, "{msg}");
+        record(inst, trigger, "needs_upgrade", Some(msg.clone()));
+        return Ok(ReloadOutcome::NeedsUpgrade(msg));
+    }
+    let locator = match build_locator(&config) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            let msg = format!(
+                "{}: {e}",
+                config
+                    .source
+                    .as_deref()
+                    .unwrap_or(Path::new("<config>"))
+                    .display()
+            );
+            tracing::error!(trigger, "reload rejected; the running config stays: {msg}");
+            record(inst, trigger, "invalid", Some(msg.clone()));
+            return Err(msg);
+        }
+    };
+    let next = Snapshot::build(Arc::new(config), locator, Some(&current), &inst.metrics);
+    let generation = next.generation;
+    let removed: Vec<(Arc<str>, Arc<str>)> = current
+        .removed_in(&next)
+        .into_iter()
+        .map(|b| (b.region.clone(), b.addr_label.clone()))
+        .collect();
+    let backends = next.backends().count();
+    inst.swap(next);
+    for (region, addr) in &removed {
+        inst.metrics.forget_backend(region, addr);
+    }
+    tracing::info!(
+        trigger,
+        generation,
+        backends,
+        removed = removed.len(),
+        "config reloaded"
+    );
+    record(inst, trigger, "ok", None);
+    Ok(ReloadOutcome::Applied { generation })
+}
+
+/// The background service that turns SIGHUP and file changes into reloads.
+pub struct ReloadTriggers {
+    inst: Arc<Instance>,
+}
+
+impl ReloadTriggers {
+    /// Triggers for `inst`.
+    pub fn new(inst: Arc<Instance>) -> Self {
+        ReloadTriggers { inst }
+    }
+}
+
+async fn run_reload(inst: &Arc<Instance>, trigger: &'static str) {
+    crate::systemd::notify_reloading();
+    let i = inst.clone();
+    let result = tokio::task::spawn_blocking(move || reload(&i, trigger)).await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "reload task failed");
+    }
+    crate::systemd::notify_ready();
+}
+
+/// Watches the directory of `path` (so that replace-by-rename is seen) and sends a unit
+/// on every event that touches the file.
+fn watch_file(
+    path: &Path,
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+#[async_trait]
+impl BackgroundService for ReloadTriggers {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload by file change or POST /reload");
+                None
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let snap = self.inst.snapshot();
+        let debounce = snap.config.reload.debounce;
+        let _watcher = match (&self.inst.config_path, snap.config.reload.watch) {
+            (Some(path), true) => {
+                let path: PathBuf = path.clone();
+                match watch_file(&path, tx) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot watch the config file");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        loop {
+            tokio::select! {
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP received: reloading");
+                    run_reload(&self.inst, "SIGHUP").await;
+                }
+                Some(()) = rx.recv() => {
+                    // Debounce: editors write in several steps; wait for quiet.
+                    let quiet = debounce.max(Duration::from_millis(10));
+                    while let Ok(Some(())) = tokio::time::timeout(quiet, rx.recv()).await {}
+                    tracing::info!("config file changed: reloading");
+                    run_reload(&self.inst, "file change").await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
