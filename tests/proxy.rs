@@ -1,0 +1,321 @@
+//! End-to-end: requests through a real `meridian` process to real backends on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(15);
+
+fn one_region(
+    backends: &[&meridian_demo_backend::Backend],
+    extra: &str,
+) -> (String, std::net::SocketAddr, std::net::SocketAddr) {
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&region("local", 50.0, 8.0, backends, extra));
+    (cfg, listen, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_and_responses_pass_intact() {
+    let b1 = backend("b1", "local").await;
+    let b2 = backend("b2", "local").await;
+    let (cfg, listen, admin) = one_region(&[&b1, &b2], "");
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+
+    // Status, headers, body.
+    let r = c.get(m.url("/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let name = r.headers()["x-backend"].to_str().unwrap().to_string();
+    assert!(name == "b1" || name == "b2");
+    assert_eq!(r.headers()["x-region"], "local");
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("hello from {name} in local\n")
+    );
+
+    // Forwarding headers as the backend saw them.
+    let r = c
+        .get(m.url("/echo?x=1"))
+        .header("x-custom", "kept")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["x-echo-path"], "/echo?x=1");
+    assert_eq!(h["x-echo-h-x-custom"], "kept");
+    assert_eq!(
+        h["x-echo-h-x-forwarded-for"], "127.0.0.1",
+        "an untrusted client's XFF is replaced, not appended to"
+    );
+    assert_eq!(h["x-echo-h-x-forwarded-proto"], "http");
+    assert!(h["x-echo-h-via"]
+        .to_str()
+        .unwrap()
+        .contains("meridian-local"));
+
+    // A 1 MiB response body, byte for byte.
+    let r = c.get(m.url("/bytes/1048576")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), 1 << 20);
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == b'a' + (i % 26) as u8));
+
+    // A 1 MiB chunked upload, echoed back intact.
+    let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = payload
+        .chunks(64 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let r = c
+        .post(m.url("/echo"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-echo-h-transfer-encoding"], "chunked");
+    assert_eq!(r.headers()["x-echo-length"], "1048576");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &payload[..]);
+
+    // Upstream statuses pass through.
+    let r = c.get(m.url("/status/418")).send().await.unwrap();
+    assert_eq!(r.status(), 418);
+
+    // HTTP/2 over cleartext (prior knowledge).
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(m.url("/")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("hello from b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weighted_round_robin_follows_weights() {
+    let b1 = backend("b1", "local").await;
+    let b2 = backend("b2", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&format!(
+        "\n[regions.local]\nlatitude = 0.0\nlongitude = 0.0\nbalance = \"weighted\"\nbackends = [\n  {{ address = \"{}\", weight = 3 }},\n  {{ address = \"{}\", weight = 1 }},\n]\n",
+        b1.addr(),
+        b2.addr()
+    ));
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+    for i in 0..400 {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i}: {}\n{}",
+            r.text().await.unwrap(),
+            m.log()
+        );
+    }
+    assert_eq!((b1.hits(), b2.hits()), (300, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_probes_take_a_backend_out_and_good_ones_bring_it_back() {
+    let b1 = backend("b1", "local").await;
+    let b2 = backend("b2", "local").await;
+    let (cfg, listen, admin) = one_region(&[&b1, &b2], "balance = \"round_robin\"");
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+    let series = |b: &meridian_demo_backend::Backend| {
+        format!(
+            "meridian_backend_up{{backend=\"{}\",region=\"local\"}}",
+            b.addr()
+        )
+    };
+
+    b1.set_healthy(false);
+    m.wait_backend_health(b1.addr(), "down", T);
+    b1.reset_counts();
+    b2.reset_counts();
+    for _ in 0..20 {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-backend"], "b2");
+    }
+    assert_eq!(b1.hits(), 0);
+    let status = m.status();
+    let backends = &status["regions"][0]["backends"];
+    let b1_status = backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == b1.addr().to_string())
+        .unwrap();
+    assert_eq!(b1_status["health"], "down");
+    assert_eq!(b1_status["last_probe"]["error"], "status 503");
+    assert_eq!(status["regions"][0]["health"], "degraded");
+    let metrics = m.metrics();
+    assert!(
+        metric(
+            &metrics,
+            &format!(
+                "meridian_health_checks_total{{backend=\"{}\",region=\"local\",result=\"failure\"}}",
+                b1.addr()
+            )
+        ) >= 2.0
+    );
+    // The gauge follows within a measurement tick.
+    let deadline = Instant::now() + T;
+    while metric(&m.metrics(), &series(&b1)) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "backend_up gauge never went to 0"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    b1.set_healthy(true);
+    m.wait_backend_health(b1.addr(), "up", T);
+    for _ in 0..20 {
+        assert_eq!(c.get(m.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert!(b1.hits() >= 5, "traffic returns to b1: {}", b1.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_backends_down_gives_a_quick_503() {
+    let b1 = backend("b1", "local").await;
+    let b2 = backend("b2", "local").await;
+    let (cfg, listen, admin) = one_region(&[&b1, &b2], "");
+    let m = start(cfg, listen, admin).await;
+    b1.kill().await;
+    b2.kill().await;
+    m.wait_backend_health(b1.addr(), "down", T);
+    m.wait_backend_health(b2.addr(), "down", T);
+    let c = client();
+    let started = Instant::now();
+    let r = c.get(m.url("/")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("no healthy backend"));
+    // Generous bound for a loaded CI machine: the point is "no hang until a timeout".
+    assert!(took < Duration::from_secs(3), "503 took {took:?}");
+    // The access-log/metrics hook runs just after the response is written: poll briefly.
+    let deadline = Instant::now() + T;
+    while metric(&m.metrics(), "meridian_no_backend_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no_backend counter never moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Recovery: a backend comes back, traffic flows again.
+    b2.revive().await.unwrap();
+    m.wait_backend_health(b2.addr(), "up", T);
+    assert_eq!(c.get(m.url("/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connect_failure_is_retried_on_another_backend() {
+    let b1 = backend("b1", "local").await;
+    let b2 = backend("b2", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    // Slow probes: the dead backend is found by real traffic first.
+    let mut cfg =
+        header("local", listen, admin).replace("interval = \"200ms\"", "interval = \"1h\"");
+    cfg.push_str("\n[outlier]\nconsecutive_failures = 3\nbase_ejection = \"1m\"\n");
+    cfg.push_str(&region(
+        "local",
+        0.0,
+        0.0,
+        &[&b1, &b2],
+        "balance = \"round_robin\"",
+    ));
+    let m = start(cfg, listen, admin).await;
+    b1.kill().await;
+    let c = client();
+    for i in 0..30 {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["x-backend"], "b2");
+    }
+    let metrics = m.metrics();
+    let retries = metric(&metrics, "meridian_retries_total{region=\"local\"}");
+    assert!((3.0..=30.0).contains(&retries), "retries: {retries}");
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!(
+                "meridian_ejections_total{{backend=\"{}\",region=\"local\"}}",
+                b1.addr()
+            )
+        ),
+        1.0,
+        "ejected after 3 consecutive connect failures"
+    );
+    let s = m.status();
+    let ejected = s["regions"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["address"] == b1.addr().to_string() && b["ejected"] == true);
+    assert!(ejected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_status_reflect_traffic() {
+    let b1 = backend("b1", "local").await;
+    let (cfg, listen, admin) = one_region(&[&b1], "");
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+    for _ in 0..7 {
+        c.get(m.url("/")).send().await.unwrap();
+    }
+    for _ in 0..3 {
+        c.get(m.url("/status/502")).send().await.unwrap();
+    }
+    let text = m.metrics();
+    let base = format!("meridian_requests_total{{backend=\"{}\",class=", b1.addr());
+    assert_eq!(
+        metric(&text, &format!("{base}\"2xx\",region=\"local\"}}")),
+        7.0
+    );
+    assert_eq!(
+        metric(&text, &format!("{base}\"5xx\",region=\"local\"}}")),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "meridian_upstream_response_seconds_count{region=\"local\"}"
+        ),
+        10.0
+    );
+    assert!(text.contains("meridian_probe_rtt_seconds"));
+    let s = m.status();
+    assert_eq!(s["ready"], true);
+    assert_eq!(s["node"]["region"], "local");
+    assert_eq!(s["regions"][0]["name"], "local");
+    let b = &s["regions"][0]["backends"][0];
+    assert_eq!(b["health"], "up");
+    assert!(b["probes"].as_u64().unwrap() >= 1);
+    assert!(b["probe_rtt_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["geoip"]["database"], "built-in");
+    assert!(s["geoip"]["attribution"]
+        .as_str()
+        .unwrap()
+        .contains("DB-IP"));
+    // Unknown paths on the admin listener are 404; the proxy is separate.
+    assert_eq!(blocking_get(m.admin, "/nope").unwrap().0, 404);
+}
