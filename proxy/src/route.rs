@@ -5,7 +5,8 @@
 //! 2. **Rank** (all policies but `failover`): each candidate gets an estimated cost, the
 //!    distance-based client→region RTT plus the latency measured from this instance to the
 //!    region's backends. Regions within `latency.tolerance` of the best keep their steering
-//!    order, the others follow by cost, and regions with no usable backend go last.
+//!    order; a region whose measured latency is degraded beyond the tolerance loses its
+//!    place (the others follow by cost), and regions with no usable backend go last.
 //!
 //! Nothing here allocates for up to [`INLINE_REGIONS`] regions.
 
@@ -122,42 +123,192 @@ pub fn steer(snap: &Snapshot, loc: Option<&Location>) -> Plan {
     }
 }
 
-/// Step 2: reorder by estimated cost with a tolerance band that keeps the steering order.
+/// Step 2: demote regions whose measured latency is degraded.
+///
+/// Each candidate's estimated cost is the distance-based client→region RTT plus the latency
+/// measured from this instance to the region's usable backends. A region keeps its steering
+/// place unless it is *degraded*: both its cost and its measured latency exceed the best
+/// candidate's by more than `latency.tolerance`. Distance alone never demotes a region (the
+/// steering step already ordered by distance or by the operator's map), and noise within the
+/// tolerance never reorders (no flapping). Degraded regions follow, cheapest first; regions
+/// with no usable backend go last.
 pub fn rank(snap: &Snapshot, client: Option<Coordinates>, list: &mut RegionList) {
     if list.len() < 2 {
         return;
     }
     let from = client.unwrap_or(snap.node_coords);
     let tolerance = snap.config.latency.tolerance.as_secs_f64() * 1e6;
-    // (steering position, cost, usable, region)
-    let mut scored: SmallVec<[(usize, f64, bool, u16); INLINE_REGIONS]> = list
+    // (steering position, cost, measured, usable, region)
+    let mut scored: SmallVec<[(usize, f64, f64, bool, u16); INLINE_REGIONS]> = list
         .iter()
         .enumerate()
         .map(|(pos, &i)| {
             let r = &snap.regions[usize::from(i)];
             let measured = f64::from(r.state.measured_us());
             let cost = distance_rtt_us(snap, great_circle_km(from, r.coords)) + measured;
-            (pos, cost, r.state.usable() > 0, i)
+            (pos, cost, measured, r.state.usable() > 0, i)
         })
         .collect();
-    let best = scored
+    let (best_cost, best_measured) = scored
         .iter()
-        .filter(|s| s.2)
-        .map(|s| s.1)
-        .fold(f64::INFINITY, f64::min);
-    // Sort key: usable first; within tolerance of the best by steering position; the rest by cost.
+        .filter(|s| s.3)
+        .fold((f64::INFINITY, f64::INFINITY), |(c, m), s| {
+            (c.min(s.1), m.min(s.2))
+        });
+    let band = |s: &(usize, f64, f64, bool, u16)| {
+        if !s.3 {
+            2
+        } else if s.1 > best_cost + tolerance && s.2 > best_measured + tolerance {
+            1
+        } else {
+            0
+        }
+    };
     scored.sort_by(|a, b| {
-        let band = |s: &(usize, f64, bool, u16)| match (s.2, s.1 <= best + tolerance) {
-            (true, true) => 0,
-            (true, false) => 1,
-            (false, _) => 2,
-        };
         band(a).cmp(&band(b)).then_with(|| match band(a) {
-            0 | 2 => a.0.cmp(&b.0),
-            _ => a.1.total_cmp(&b.1),
+            1 => a.1.total_cmp(&b.1),
+            _ => a.0.cmp(&b.0),
         })
     });
     for (slot, s) in list.iter_mut().zip(scored.iter()) {
-        *slot = s.3;
+        *slot = s.4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use meridian_geoip::{country_info, CountryCode, LocationSource, Locator};
+    use std::sync::Arc;
+
+    const REGIONS: &str = r#"
+[regions.us-east]
+latitude = 39.04
+longitude = -77.49
+backends = [{ address = "127.0.0.1:1001" }]
+
+[regions.eu-west]
+latitude = 53.35
+longitude = -6.26
+backends = [{ address = "127.0.0.1:1002" }]
+
+[regions.eu-central]
+latitude = 50.11
+longitude = 8.68
+backends = [{ address = "127.0.0.1:1003" }]
+
+[regions.ap-southeast]
+latitude = 1.29
+longitude = 103.85
+backends = [{ address = "127.0.0.1:1004" }]
+"#;
+
+    fn snapshot(extra: &str) -> Snapshot {
+        let text = format!("[node]\nregion = \"us-east\"\n{extra}\n{REGIONS}");
+        let config = meridian_config::parse(&text, "test.toml", None).unwrap();
+        let locator = Arc::new(Locator::builtin(Vec::new()).unwrap());
+        let snap = Snapshot::build(Arc::new(config), locator, None, &Metrics::new());
+        for r in &snap.regions {
+            r.state.publish(0, 1);
+        }
+        snap
+    }
+
+    fn at(country: &str) -> Location {
+        let cc = CountryCode::parse(country).unwrap();
+        let (continent, coords) = country_info(cc).unwrap();
+        Location {
+            country: cc,
+            continent: Some(continent),
+            coordinates: Some(coords),
+            source: LocationSource::Database,
+        }
+    }
+
+    fn names(snap: &Snapshot, plan: &Plan) -> Vec<String> {
+        plan.regions
+            .iter()
+            .map(|&i| snap.regions[usize::from(i)].name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn default_policy_uses_the_map_then_proximity_then_local() {
+        let snap = snapshot("[steering.countries]\nGB = [\"eu-central\"]\n[steering.continents]\nOC = [\"us-east\"]\n");
+        let gb = plan(&snap, Some(&at("GB")));
+        assert_eq!(names(&snap, &gb)[0], "eu-central", "explicit map wins");
+        assert_eq!(names(&snap, &gb)[1], "eu-west", "then nearest");
+        assert_eq!(
+            names(&snap, &plan(&snap, Some(&at("AU"))))[0],
+            "us-east",
+            "continent map"
+        );
+        assert_eq!(
+            names(&snap, &plan(&snap, Some(&at("JP")))),
+            ["ap-southeast", "eu-central", "eu-west", "us-east"],
+            "unmapped: by distance from the client"
+        );
+        assert_eq!(
+            names(&snap, &plan(&snap, None)),
+            ["us-east", "eu-west", "eu-central", "ap-southeast"],
+            "unknown: local first, then by distance from this node"
+        );
+    }
+
+    #[test]
+    fn residency_never_leaves_the_allowed_regions() {
+        let snap = snapshot(
+            "[steering]\npolicy = \"failover\"\norder = [\"us-east\", \"ap-southeast\"]\n[residency]\ncountries = { DE = [\"eu-central\", \"eu-west\"] }\n",
+        );
+        let de = plan(&snap, Some(&at("DE")));
+        assert!(de.restricted);
+        assert_eq!(names(&snap, &de), ["eu-central", "eu-west"]);
+        // Even with both allowed regions down the list does not grow.
+        for r in &snap.regions {
+            r.state.publish(0, 0);
+        }
+        assert_eq!(
+            names(&snap, &plan(&snap, Some(&at("DE")))),
+            ["eu-central", "eu-west"]
+        );
+        let us = plan(&snap, Some(&at("US")));
+        assert!(!us.restricted);
+        assert_eq!(
+            names(&snap, &us),
+            ["us-east", "ap-southeast"],
+            "failover keeps its fixed order"
+        );
+    }
+
+    #[test]
+    fn proximity_policy_orders_by_distance() {
+        let snap = snapshot("[steering]\npolicy = \"proximity\"\n");
+        assert_eq!(
+            names(&snap, &plan(&snap, Some(&at("PL")))),
+            ["eu-central", "eu-west", "us-east", "ap-southeast"]
+        );
+    }
+
+    #[test]
+    fn ranking_keeps_order_within_tolerance_and_demotes_degraded_regions() {
+        let snap = snapshot(
+            "[latency]\ntolerance = \"20ms\"\n[steering.countries]\nFR = [\"eu-west\", \"eu-central\"]\n",
+        );
+        let fr = || names(&snap, &plan(&snap, Some(&at("FR"))));
+        // Equal measurements: the map order holds (eu-central is nearer to France, but
+        // within tolerance the steering order wins: no flapping on noise).
+        assert_eq!(fr()[..2], ["eu-west", "eu-central"]);
+        // eu-west measures 10 ms slower: still within the 20 ms tolerance.
+        snap.regions[1].state.publish(10_000, 1);
+        assert_eq!(fr()[..2], ["eu-west", "eu-central"]);
+        // 60 ms slower: degraded beyond tolerance, it loses its place.
+        snap.regions[1].state.publish(60_000, 1);
+        assert_eq!(fr()[..2], ["eu-central", "us-east"]);
+        assert_eq!(fr()[3], "eu-west", "ranked by cost: {:?}", fr());
+        // A region with no usable backend goes last.
+        snap.regions[1].state.publish(0, 1);
+        snap.regions[2].state.publish(0, 0);
+        assert_eq!(*fr().last().unwrap(), "eu-central");
     }
 }

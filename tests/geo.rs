@@ -1,0 +1,221 @@
+//! End-to-end geo routing: a generated GeoIP database, trusted X-Forwarded-For from a
+//! trusted loopback address, three countries reaching three regions, spoofing from an
+//! untrusted peer ignored, and data residency holding even when its region is down.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+use mmdb_writer::{IpVersion, Ipv4Aliasing, Value, Writer};
+
+/// A flat (DB-IP layout) database: documentation ranges placed in four countries.
+fn write_db(path: &std::path::Path) {
+    let mut w = Writer::builder("meridian-test-country")
+        .ip_version(IpVersion::V6)
+        .ipv4_aliasing(Ipv4Aliasing::Disabled)
+        .build();
+    for (net, cc) in [
+        ("192.0.2.0/24", "US"),
+        ("198.51.100.0/24", "GB"),
+        ("203.0.113.0/24", "JP"),
+        ("100.64.0.0/16", "DE"),
+        ("2001:db8:44::/48", "GB"),
+    ] {
+        w.insert_value(
+            net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(),
+            Value::map([("country_code", Value::from(cc))]),
+        )
+        .unwrap();
+    }
+    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+}
+
+/// A client whose connections come from `source` (127.0.0.2 is the trusted proxy).
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(source.parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_reach_their_regions_and_cannot_spoof_their_country() {
+    let us = backend("us-1", "us-east").await;
+    let eu = backend("eu-1", "eu-west").await;
+    let ap = backend("ap-1", "ap-southeast").await;
+    let de = backend("de-1", "eu-central").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test-country.mmdb");
+    write_db(&db);
+    let mut cfg = header("us-east", listen, admin);
+    cfg.push_str(&format!(
+        r#"
+[geoip]
+database = "{}"
+
+[client]
+trusted_proxies = ["127.0.0.2"]
+
+[steering]
+expose_headers = true
+
+[residency]
+countries = {{ DE = ["eu-central"] }}
+"#,
+        db.display()
+    ));
+    cfg.push_str(&region("us-east", 39.04, -77.49, &[&us], ""));
+    cfg.push_str(&region("eu-west", 53.35, -6.26, &[&eu], ""));
+    cfg.push_str(&region("ap-southeast", 1.29, 103.85, &[&ap], ""));
+    cfg.push_str(&region("eu-central", 50.11, 8.68, &[&de], ""));
+    let m = start(cfg, listen, admin).await;
+
+    let trusted = client_from("127.0.0.2");
+    let get = |c: &reqwest::Client, xff: &str| {
+        let req = c.get(m.url("/")).header("x-forwarded-for", xff);
+        async move { req.send().await.unwrap() }
+    };
+    for (xff, country, region, backend) in [
+        ("192.0.2.10", "US", "us-east", "us-1"),
+        ("198.51.100.7", "GB", "eu-west", "eu-1"),
+        ("203.0.113.99", "JP", "ap-southeast", "ap-1"),
+        ("2001:db8:44::1", "GB", "eu-west", "eu-1"),
+        // A proxy chain: the rightmost untrusted hop is the client.
+        ("203.0.113.5, 198.51.100.7", "GB", "eu-west", "eu-1"),
+    ] {
+        let r = get(&trusted, xff).await;
+        assert_eq!(r.status(), 200, "{xff}");
+        assert_eq!(r.headers()["x-meridian-client-country"], country, "{xff}");
+        assert_eq!(r.headers()["x-meridian-region"], region, "{xff}");
+        assert_eq!(r.headers()["x-backend"], backend, "{xff}");
+    }
+
+    // The same headers from an untrusted peer (127.0.0.1) are ignored: the client is
+    // 127.0.0.1 itself, whose location is unknown, so it is served locally (us-east), and
+    // the spoofed header is replaced upstream.
+    let untrusted = client_from("127.0.0.1");
+    let r = untrusted
+        .get(m.url("/echo"))
+        .header("x-forwarded-for", "203.0.113.99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-meridian-client-country"], "unknown");
+    assert_eq!(r.headers()["x-meridian-region"], "us-east");
+    assert_eq!(r.headers()["x-echo-h-x-forwarded-for"], "127.0.0.1");
+    // From the trusted peer the chain is kept and the peer appended.
+    let r = trusted
+        .get(m.url("/echo"))
+        .header("x-forwarded-for", "203.0.113.99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-echo-h-x-forwarded-for"],
+        "203.0.113.99, 127.0.0.2"
+    );
+
+    // A malformed header from a trusted peer is treated as absent, never a 500.
+    let r = get(&trusted, "not an address").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-meridian-client-country"], "unknown");
+
+    // Data residency: a German client only ever reaches eu-central...
+    let r = get(&trusted, "100.64.1.1").await;
+    assert_eq!(r.headers()["x-meridian-region"], "eu-central");
+    // ...and with eu-central down it gets 503, not another region.
+    de.kill().await;
+    blocking({
+        let (m_admin, addr) = (m.admin, de.addr());
+        move || wait_down(m_admin, addr)
+    })
+    .await;
+    let before = (us.hits(), eu.hits(), ap.hits());
+    for _ in 0..5 {
+        let r = get(&trusted, "100.64.1.1").await;
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    assert_eq!((us.hits(), eu.hits(), ap.hits()), before, "residency held");
+    // Others are unaffected.
+    assert_eq!(get(&trusted, "198.51.100.7").await.status(), 200);
+
+    // Metrics by chosen region and client continent (bounded labels).
+    let metrics = m.metrics();
+    assert!(
+        metric(
+            &metrics,
+            "meridian_client_requests_total{continent=\"EU\",region=\"eu-west\"}"
+        ) >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "meridian_client_requests_total{continent=\"AS\",region=\"ap-southeast\"}"
+        ) >= 1.0
+    );
+    assert!(metric(&metrics, "meridian_client_header_invalid_total") >= 1.0);
+    // The status names the database in use.
+    let s = m.status();
+    assert_eq!(s["geoip"]["database"], db.display().to_string());
+    assert_eq!(s["geoip"]["type"], "meridian-test-country");
+}
+
+fn wait_down(admin: SocketAddr, addr: SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = blocking_get(admin, "/status").unwrap();
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let down = s["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["backends"].as_array().unwrap())
+            .any(|b| b["address"] == addr.to_string() && b["health"] == "down");
+        if down {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never went down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_builtin_database_locates_real_addresses() {
+    let us = backend("us-1", "us-east").await;
+    let eu = backend("eu-1", "eu-west").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("us-east", listen, admin);
+    cfg.push_str(
+        "\n[client]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[steering]\nexpose_headers = true\n",
+    );
+    cfg.push_str(&region("us-east", 39.04, -77.49, &[&us], ""));
+    cfg.push_str(&region("eu-west", 53.35, -6.26, &[&eu], ""));
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+    // Deutsche Telekom (DE) → nearest region eu-west; Google DNS (US) → us-east.
+    for (ip, country, region) in [
+        ("80.128.0.1", "DE", "eu-west"),
+        ("8.8.8.8", "US", "us-east"),
+    ] {
+        let r = c
+            .get(m.url("/"))
+            .header("x-forwarded-for", ip)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-meridian-client-country"], country);
+        assert_eq!(r.headers()["x-meridian-region"], region);
+    }
+}
