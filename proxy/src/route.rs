@@ -29,6 +29,9 @@ pub struct Plan {
     pub regions: RegionList,
     /// Whether data residency limited the list.
     pub restricted: bool,
+    /// The region steering put first, before ranking by health and latency: a request
+    /// served elsewhere counts as a failover from it.
+    pub preferred: Option<u16>,
 }
 
 /// Estimated round-trip time in microseconds over `km` of fibre.
@@ -118,6 +121,7 @@ pub fn steer(snap: &Snapshot, loc: Option<&Location>) -> Plan {
         }
     }
     Plan {
+        preferred: list.first().copied(),
         regions: list,
         restricted,
     }

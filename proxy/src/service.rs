@@ -476,7 +476,7 @@ impl ProxyHttp for MeridianProxy {
                 if let Some(counter) = region.state.metrics.by_continent.get(continent) {
                     counter.inc();
                 }
-                if let Some(&first) = ctx.plan.regions.first() {
+                if let Some(first) = ctx.plan.preferred {
                     if usize::from(first) != ri {
                         self.inst
                             .metrics

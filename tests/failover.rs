@@ -1,0 +1,273 @@
+//! Cross-region failover end to end: three Meridian instances (us-east, eu-west,
+//! ap-southeast, real coordinates), two backends per region, a bounded load through the
+//! us-east instance while its region dies and comes back.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use meridian_demo_backend::Backend;
+
+const REGIONS: [(&str, f64, f64); 3] = [
+    ("us-east", 39.04, -77.49),
+    ("eu-west", 53.35, -6.26),
+    ("ap-southeast", 1.29, 103.85),
+];
+
+struct World {
+    backends: HashMap<&'static str, [Backend; 2]>,
+    instances: Vec<Meridian>,
+}
+
+async fn world() -> World {
+    let mut backends = HashMap::new();
+    for (name, _, _) in REGIONS {
+        backends.insert(
+            name,
+            [
+                backend(&format!("{name}-1"), name).await,
+                backend(&format!("{name}-2"), name).await,
+            ],
+        );
+    }
+    let mut instances = Vec::new();
+    for (local, _, _) in REGIONS {
+        let (listen, admin) = (free_addr(), free_addr());
+        let mut cfg = header(local, listen, admin);
+        // Load on a small CI machine makes loopback latencies noisy; this test is about
+        // failover order, so keep latency ranking out of it (route.rs tests cover it).
+        cfg.push_str("\n[latency]\ntolerance = \"1s\"\n");
+        for (name, lat, lon) in REGIONS {
+            let [a, b] = &backends[name];
+            cfg.push_str(&region(name, lat, lon, &[a, b], ""));
+        }
+        instances.push(start(cfg, listen, admin).await);
+    }
+    World {
+        backends,
+        instances,
+    }
+}
+
+/// One response as the load generator saw it: when, status, serving region.
+type Sample = (Duration, u16, String);
+
+/// A bounded load: `workers` loops of GETs until `stop` or `limit`, at most `max` requests.
+fn load(
+    url: String,
+    workers: usize,
+    max: usize,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinSet<()>, Arc<Mutex<Vec<Sample>>>, Instant) {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (url, samples, stop) = (url.clone(), samples.clone(), stop.clone());
+        set.spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed)
+                && started.elapsed() < limit
+                && samples.lock().unwrap().len() < max
+            {
+                let (status, region) = match c.get(&url).send().await {
+                    Ok(r) => (
+                        r.status().as_u16(),
+                        r.headers()
+                            .get("x-region")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default(),
+                    ),
+                    Err(_) => (0, String::new()),
+                };
+                samples
+                    .lock()
+                    .unwrap()
+                    .push((started.elapsed(), status, region));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    (set, samples, started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_outage_is_invisible_to_clients_and_traffic_returns() {
+    let w = world().await;
+    let us = &w.instances[0];
+    let [us1, us2] = &w.backends["us-east"];
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut set, samples, started) = load(
+        us.url("/"),
+        8,
+        20_000,
+        Duration::from_secs(60),
+        stop.clone(),
+    );
+
+    let count_region = |from: Duration, region: &str| {
+        samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.0 >= from && s.2 == region)
+            .count()
+    };
+    // Warm: traffic is local.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(count_region(Duration::ZERO, "us-east") > 10);
+    assert_eq!(count_region(Duration::ZERO, "eu-west"), 0);
+
+    // Kill the whole local region under load.
+    let killed_at = started.elapsed();
+    us1.kill().await;
+    us2.kill().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = count_region(killed_at, "eu-west");
+    assert!(
+        during > 20,
+        "traffic moved to the next-nearest region: {during}"
+    );
+    assert_eq!(
+        count_region(killed_at, "ap-southeast"),
+        0,
+        "eu-west is nearer than ap-southeast"
+    );
+    // us-east is marked down by the probes and the region shows as down.
+    us.wait_backend_health(us1.addr(), "down", Duration::from_secs(15));
+    us.wait_backend_health(us2.addr(), "down", Duration::from_secs(15));
+
+    // Recovery: traffic comes back once `rise` probes pass.
+    us1.revive().await.unwrap();
+    us2.revive().await.unwrap();
+    let revived_at = started.elapsed();
+    us.wait_backend_health(us1.addr(), "up", Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count_region(revived_at + Duration::from_secs(1), "us-east") < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "traffic never returned to us-east"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+
+    let all = samples.lock().unwrap().clone();
+    let failed: Vec<&Sample> = all.iter().filter(|s| s.1 != 200).collect();
+    assert!(all.len() > 100, "load ran: {}", all.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        all.len(),
+        &failed[..failed.len().min(10)]
+    );
+
+    // Metrics: failovers from us-east to eu-west were counted, and retries happened.
+    let metrics = us.metrics();
+    assert!(
+        metric(
+            &metrics,
+            "meridian_failovers_total{from=\"us-east\",to=\"eu-west\"}"
+        ) >= 20.0
+    );
+    let status = us.status();
+    let regions = status["regions"].as_array().unwrap();
+    assert_eq!(regions[0]["name"], "us-east");
+    assert_eq!(
+        regions[0]["rank"], 0,
+        "back in first place for local clients"
+    );
+
+    // Every instance serves its own region to local clients.
+    for (i, (name, _, _)) in REGIONS.iter().enumerate() {
+        let r = client().get(w.instances[i].url("/")).send().await.unwrap();
+        assert_eq!(r.headers()["x-region"], *name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_backend_gets_less_traffic_than_its_fast_sibling() {
+    let fast = backend("fast", "local").await;
+    let slow = backend("slow", "local").await;
+    slow.set_delay(Duration::from_millis(40));
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&region(
+        "local",
+        0.0,
+        0.0,
+        &[&fast, &slow],
+        "balance = \"p2c_ewma\"",
+    ));
+    let m = start(cfg, listen, admin).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut set, samples, _) = load(m.url("/"), 4, 400, Duration::from_secs(20), stop);
+    while set.join_next().await.is_some() {}
+    let n = samples
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.1 == 200)
+        .count();
+    assert!(n >= 100, "{n}");
+    let (f, s) = (fast.hits(), slow.hits());
+    assert!(f > 3 * s, "fast {f} vs slow {s}");
+    assert!(
+        s >= 1,
+        "the slow backend is still tried now and then (decay): {s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_post_that_reached_a_dying_backend_is_not_replayed_but_a_get_is() {
+    let local = backend("local-1", "local").await;
+    let remote = backend("remote-1", "remote").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&region("local", 0.0, 0.0, &[&local], ""));
+    cfg.push_str(&region("remote", 10.0, 10.0, &[&remote], ""));
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+
+    // The local backend accepts requests but never answers; then it dies.
+    local.set_hang(true);
+    local.reset_counts();
+    remote.reset_counts();
+    let post = tokio::spawn({
+        let (c, url) = (c.clone(), m.url("/echo"));
+        async move { c.post(url).body("pay once").send().await }
+    });
+    let get = tokio::spawn({
+        let (c, url) = (c.clone(), m.url("/"));
+        async move { c.get(url).send().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local.hits() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "requests never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    local.kill().await;
+
+    let post = post.await.unwrap().unwrap();
+    assert_eq!(
+        post.status(),
+        502,
+        "the POST fails rather than being sent twice"
+    );
+    let get = get.await.unwrap().unwrap();
+    assert_eq!(get.status(), 200, "the idempotent GET is retried elsewhere");
+    assert_eq!(get.headers()["x-backend"], "remote-1");
+    assert_eq!(remote.hits(), 1, "only the GET reached the remote region");
+}
