@@ -39,6 +39,10 @@ pub struct Instance {
     pub config_path: Option<PathBuf>,
     /// Set once the first probe round is done.
     pub ready: AtomicBool,
+    /// Set when the process starts handing over to a new one or shutting down: responses
+    /// then carry `Connection: close`, so clients move to fresh connections (served by
+    /// the new process) instead of reusing ones about to be closed.
+    pub draining: AtomicBool,
     /// When the instance started.
     pub started_at: SystemTime,
     changed: watch::Sender<u64>,
@@ -99,6 +103,7 @@ impl Instance {
             metrics,
             config_path,
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             started_at: SystemTime::now(),
             changed,
             last_reload: Mutex::new(None),

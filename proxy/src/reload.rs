@@ -53,9 +53,15 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-fn record(inst: &Instance, trigger: &str, result: &'static str, message: Option<String>) {
+/// Records a reload attempt; `generation` is the snapshot generation in use after it.
+fn record(
+    inst: &Instance,
+    trigger: &str,
+    result: &'static str,
+    message: Option<String>,
+    generation: u64,
+) {
     inst.metrics.reload(result);
-    let generation = inst.snapshot().generation;
     if let Ok(mut last) = inst.last_reload.lock() {
         *last = Some(ReloadRecord {
             at: SystemTime::now(),
@@ -77,7 +83,13 @@ pub fn reload(inst: &Instance, trigger: &str) -> Result<ReloadOutcome, String> {
         .map_err(|_| "reload lock poisoned")?;
     let Some(path) = inst.config_path.clone() else {
         let msg = "this instance was not started from a config file; nothing to reload".to_string();
-        record(inst, trigger, "invalid", Some(msg.clone()));
+        record(
+            inst,
+            trigger,
+            "invalid",
+            Some(msg.clone()),
+            inst.snapshot().generation,
+        );
         return Err(msg);
     };
     let config = match meridian_config::load(&path) {
@@ -85,7 +97,13 @@ pub fn reload(inst: &Instance, trigger: &str) -> Result<ReloadOutcome, String> {
         Err(errors) => {
             let msg = errors.to_string();
             tracing::error!(trigger, file = %path.display(), "reload rejected; the running config stays:\n{msg}");
-            record(inst, trigger, "invalid", Some(msg.clone()));
+            record(
+                inst,
+                trigger,
+                "invalid",
+                Some(msg.clone()),
+                inst.snapshot().generation,
+            );
             return Err(msg);
         }
     };
@@ -102,7 +120,13 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
             blocked.join(", ")
         );
         tracing::warn!(trigger, "{msg}");
-        record(inst, trigger, "needs_upgrade", Some(msg.clone()));
+        record(
+            inst,
+            trigger,
+            "needs_upgrade",
+            Some(msg.clone()),
+            current.generation,
+        );
         return Ok(ReloadOutcome::NeedsUpgrade(msg));
     }
     let locator = match build_locator(&config) {
@@ -117,7 +141,13 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
                     .display()
             );
             tracing::error!(trigger, "reload rejected; the running config stays: {msg}");
-            record(inst, trigger, "invalid", Some(msg.clone()));
+            record(
+                inst,
+                trigger,
+                "invalid",
+                Some(msg.clone()),
+                inst.snapshot().generation,
+            );
             return Err(msg);
         }
     };
@@ -129,6 +159,8 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
         .map(|b| (b.region.clone(), b.addr_label.clone()))
         .collect();
     let backends = next.backends().count();
+    // Recorded before the swap, so whoever sees the new generation also sees the record.
+    record(inst, trigger, "ok", None, generation);
     inst.swap(next);
     for (region, addr) in &removed {
         inst.metrics.forget_backend(region, addr);
@@ -140,7 +172,6 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
         removed = removed.len(),
         "config reloaded"
     );
-    record(inst, trigger, "ok", None);
     Ok(ReloadOutcome::Applied { generation })
 }
 

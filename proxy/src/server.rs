@@ -98,7 +98,39 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("prober", Prober::new(inst.clone())));
+    let inst_for_drain = inst.clone();
     server.add_service(background_service("reload", ReloadTriggers::new(inst)));
     server.add_service(background_service("watchdog", Watchdog));
+    watch_drain(&server, inst_for_drain);
     server
+}
+
+/// Marks the instance as draining as soon as pingora starts a graceful upgrade or
+/// termination (see [`Instance::draining`]).
+fn watch_drain(server: &Server, inst: Arc<Instance>) {
+    use pingora::server::ExecutionPhase;
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("meridian-drain".into())
+        .spawn(move || {
+            while let Ok(phase) = phases.blocking_recv() {
+                if matches!(
+                    phase,
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                        | ExecutionPhase::GracefulTerminate
+                        | ExecutionPhase::ShutdownStarted
+                ) {
+                    tracing::info!(
+                        ?phase,
+                        "draining: closing client connections after their current request"
+                    );
+                    inst.draining
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    crate::systemd::notify_stopping();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the server phase; no connection draining");
+    }
 }

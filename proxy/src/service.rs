@@ -390,10 +390,17 @@ impl ProxyHttp for MeridianProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if self
+            .inst
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            session.set_keepalive(None);
+        }
         if ctx.snap.config.steering.expose_headers {
             if let Some(a) = ctx.current {
                 let name = &ctx.snap.regions[usize::from(a.region)].name;

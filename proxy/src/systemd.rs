@@ -19,6 +19,11 @@ pub fn notify_ready() {
     send(&[NotifyState::Ready, NotifyState::Status("serving")]);
 }
 
+/// Tells systemd the service is stopping (graceful upgrade or termination).
+pub fn notify_stopping() {
+    send(&[NotifyState::Stopping]);
+}
+
 /// Tells systemd a reload started (`Type=notify-reload` wants the monotonic timestamp).
 pub fn notify_reloading() {
     match NotifyState::monotonic_usec_now() {

@@ -1,0 +1,355 @@
+//! Hot reload and graceful upgrade end to end: reloads under load by every trigger (POST
+//! /reload, SIGHUP, replacing the file), broken files rejected while traffic flows, health
+//! state kept across reloads, and a new process taking over the listening sockets.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use meridian_demo_backend::Backend;
+
+/// A config with one weighted region of `(backend, weight)`.
+fn weighted(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    members: &[(&Backend, u32)],
+    extra: &str,
+) -> String {
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(extra);
+    cfg.push_str("\n[reload]\ndebounce = \"100ms\"\n");
+    cfg.push_str("\n[regions.local]\nlatitude = 0.0\nlongitude = 0.0\nbalance = \"weighted\"\nbackends = [\n");
+    for (b, w) in members {
+        cfg.push_str(&format!(
+            "  {{ address = \"{}\", weight = {w} }},\n",
+            b.addr()
+        ));
+    }
+    cfg.push_str("]\n");
+    cfg
+}
+
+/// Bounded background load; counts failures (non-200 or transport errors).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    fn start(url: String, workers: usize, limit: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (url, stop, ok, failed, errors) = (
+                url.clone(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                errors.clone(),
+            );
+            tasks.spawn(async move {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
+                    let outcome = match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => Ok(()),
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    match outcome {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            errors.lock().unwrap().push(e);
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            });
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            errors,
+            tasks,
+        }
+    }
+
+    /// Stops the load; returns (ok, failed) and prints the first failures.
+    async fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        for e in self.errors.lock().unwrap().iter().take(5) {
+            eprintln!("failed request: {e}");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn generation(m: &Meridian) -> u64 {
+    m.status()["generation"].as_u64().unwrap()
+}
+
+fn wait_generation(m: &Meridian, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = generation(m);
+        if g > above {
+            return g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload past generation {above}:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Trigger {
+    Admin,
+    Sighup,
+    File,
+}
+
+/// Writes `text` and reloads it by `how`; returns the new generation.
+fn reload(m: &Meridian, text: &str, how: Trigger) -> u64 {
+    let before = generation(m);
+    match how {
+        Trigger::Admin => {
+            std::fs::write(&m.config, text).unwrap();
+            let (code, body) = blocking_request(m.admin, "POST", "/reload", &[], b"").unwrap();
+            assert_eq!(code, 200, "{body}");
+        }
+        Trigger::Sighup => {
+            // Written in place; the watcher may also fire: either way one valid reload.
+            std::fs::write(&m.config, text).unwrap();
+            m.signal("HUP");
+        }
+        Trigger::File => m.write_config(text),
+    }
+    wait_generation(m, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_reloads_under_load_drop_nothing_and_apply_at_once() {
+    let a = backend("a", "local").await;
+    let b = backend("b", "local").await;
+    let c = backend("c", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let m = start(
+        weighted(listen, admin, &[(&a, 1), (&b, 1)], ""),
+        listen,
+        admin,
+    )
+    .await;
+    let load = Load::start(m.url("/"), 4, Duration::from_secs(120));
+    let triggers = [Trigger::Admin, Trigger::Sighup, Trigger::File];
+    let heavy = |i: usize| if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+    for i in 0..24 {
+        let how = triggers[i % 3];
+        let (h, l) = heavy(i);
+        // Every fourth reload also adds backend c, the next one removes it again.
+        let mut members = vec![(h, 9), (l, 1)];
+        if i % 4 == 1 {
+            members.push((&c, 1));
+        }
+        let text = weighted(listen, admin, &members, "");
+        let m_ref = &m;
+        tokio::task::block_in_place(|| reload(m_ref, &text, how));
+        // The new weights govern what comes next: measure a short window.
+        let (h0, l0) = (h.hits(), l.hits());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (dh, dl) = (h.hits() - h0, l.hits() - l0);
+        assert!(
+            dh > 3 * dl,
+            "reload {i}: weights 9:1 not in effect ({dh} vs {dl})"
+        );
+        if i % 4 == 2 {
+            // c was removed by this reload: no new requests reach it.
+            let c0 = c.hits();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(c.hits(), c0, "removed backend still receives requests");
+        }
+    }
+    let (ok, failed) = load.finish().await;
+    assert!(ok > 200, "load ran: {ok}");
+    assert_eq!(failed, 0, "{failed} failed requests during reloads");
+    assert!(generation(&m) >= 25);
+    assert!(metric(&m.metrics(), "meridian_reloads_total{result=\"ok\"}") >= 24.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_file_is_rejected_while_traffic_flows_and_a_fixed_one_applies() {
+    let a = backend("a", "local").await;
+    let b = backend("b", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let good = weighted(listen, admin, &[(&a, 1), (&b, 1)], "");
+    let m = start(good.clone(), listen, admin).await;
+    let load = Load::start(m.url("/"), 4, Duration::from_secs(60));
+    let broken = [
+        (
+            good.replace("[regions.local]", "[regions.local"),
+            "expected",
+        ),
+        (
+            good.replace("node]\nregion = \"local\"", "node]\nregion = \"locl\""),
+            "did you mean `local`",
+        ),
+        (
+            good.replace("interval = \"300ms\"", "interval = \"300 parsecs\""),
+            "health_check.interval",
+        ),
+    ];
+    for (i, (text, needle)) in broken.iter().enumerate() {
+        let gen = generation(&m);
+        std::fs::write(&m.config, text).unwrap();
+        let (code, body) = blocking_request(m.admin, "POST", "/reload", &[], b"").unwrap();
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains(needle), "{needle:?} not in {body}");
+        let s = m.status();
+        assert_eq!(s["generation"].as_u64().unwrap(), gen, "nothing applied");
+        assert_eq!(s["last_reload"]["result"], "invalid");
+        let err = s["last_reload"]["error"].as_str().unwrap();
+        assert!(
+            err.contains("meridian.toml:"),
+            "the error names the file: {err}"
+        );
+        assert!(
+            metric(&m.metrics(), "meridian_reloads_total{result=\"invalid\"}") >= (i + 1) as f64
+        );
+    }
+    // The file watcher sees a broken file too, and rejects it the same way.
+    m.write_config(&broken[0].0);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Fixed: weights 9:1 apply.
+    tokio::task::block_in_place(|| {
+        reload(
+            &m,
+            &weighted(listen, admin, &[(&a, 9), (&b, 1)], ""),
+            Trigger::File,
+        )
+    });
+    assert_eq!(m.status()["last_reload"]["result"], "ok", "{}", m.log());
+    let (a0, b0) = (a.hits(), b.hits());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.hits() - a0 > 3 * (b.hits() - b0));
+    let (ok, failed) = load.finish().await;
+    assert!(ok > 100);
+    assert_eq!(failed, 0, "traffic was affected by broken reloads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_state_survives_a_reload() {
+    let a = backend("a", "local").await;
+    let b = backend("b", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    // rise = 6 probes of 300 ms: a reset state would take ~2 s to come back up.
+    let extra = "";
+    let cfg = |wa: u32| {
+        weighted(listen, admin, &[(&a, wa), (&b, 1)], extra).replace("rise = 2", "rise = 6")
+    };
+    let m = start(cfg(1), listen, admin).await;
+    a.set_healthy(false);
+    m.wait_backend_health(a.addr(), "down", Duration::from_secs(15));
+    let c = client();
+    tokio::task::block_in_place(|| reload(&m, &cfg(5), Trigger::Admin));
+    // The up backend keeps taking traffic at once; the down one stays down.
+    for _ in 0..20 {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-backend"], "b");
+    }
+    let s = m.status();
+    let backends = s["regions"][0]["backends"].as_array().unwrap();
+    assert_eq!(backends[0]["health"], "down");
+    assert_eq!(backends[1]["health"], "up");
+    assert!(
+        backends[1]["probes"].as_u64().unwrap() > 1,
+        "probe history kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listener_changes_are_refused_as_needing_an_upgrade() {
+    let a = backend("a", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let m = start(weighted(listen, admin, &[(&a, 1)], ""), listen, admin).await;
+    let gen = generation(&m);
+    let moved = weighted(free_addr(), admin, &[(&a, 7)], "");
+    std::fs::write(&m.config, moved).unwrap();
+    let (code, body) = blocking_request(m.admin, "POST", "/reload", &[], b"").unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("listeners.http"), "{body}");
+    let s = m.status();
+    assert_eq!(
+        s["generation"].as_u64().unwrap(),
+        gen,
+        "nothing half-applied"
+    );
+    assert_eq!(s["last_reload"]["result"], "needs_upgrade");
+    assert_eq!(s["regions"][0]["backends"][0]["weight"], 1);
+    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
+    let a = backend("a", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut m = start(weighted(listen, admin, &[(&a, 1)], ""), listen, admin).await;
+    let old_pid = m.pid();
+    let load = Load::start(m.url("/"), 4, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new process waits for the sockets; SIGQUIT makes the old one send them.
+    let mut old = tokio::task::block_in_place(|| m.spawn(true)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quit = std::process::Command::new("kill")
+        .args(["-QUIT", &old_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(quit.success());
+    // The new process is serving (status answers from it: a fresh start time) and the old
+    // one exits after draining.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = old.try_wait() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old process did not exit:\n{}",
+            m.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed) = load.finish().await;
+    assert!(ok > 100, "load ran: {ok}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} requests failed during the upgrade:\n{}",
+        m.log()
+    );
+    // The new process answers on the same addresses.
+    tokio::task::block_in_place(|| m.wait_ready(Duration::from_secs(10)));
+    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+    assert_ne!(m.pid(), old_pid);
+}
