@@ -137,32 +137,44 @@ pub fn steer(snap: &Snapshot, loc: Option<&Location>) -> Plan {
 /// tolerance never reorders (no flapping). Degraded regions follow, cheapest first; regions
 /// with no usable backend go last.
 pub fn rank(snap: &Snapshot, client: Option<Coordinates>, list: &mut RegionList) {
+    /// One candidate's score.
+    struct Scored {
+        pos: usize,
+        cost: f64,
+        measured: f64,
+        usable: bool,
+        region: u16,
+    }
     if list.len() < 2 {
         return;
     }
     let from = client.unwrap_or(snap.node_coords);
     let tolerance = snap.config.latency.tolerance.as_secs_f64() * 1e6;
-    // (steering position, cost, measured, usable, region)
-    let mut scored: SmallVec<[(usize, f64, f64, bool, u16); INLINE_REGIONS]> = list
+    let mut scored: SmallVec<[Scored; INLINE_REGIONS]> = list
         .iter()
         .enumerate()
         .map(|(pos, &i)| {
             let r = &snap.regions[usize::from(i)];
             let measured = f64::from(r.state.measured_us());
-            let cost = distance_rtt_us(snap, great_circle_km(from, r.coords)) + measured;
-            (pos, cost, measured, r.state.usable() > 0, i)
+            Scored {
+                pos,
+                cost: distance_rtt_us(snap, great_circle_km(from, r.coords)) + measured,
+                measured,
+                usable: r.state.usable() > 0,
+                region: i,
+            }
         })
         .collect();
     let (best_cost, best_measured) = scored
         .iter()
-        .filter(|s| s.3)
+        .filter(|s| s.usable)
         .fold((f64::INFINITY, f64::INFINITY), |(c, m), s| {
-            (c.min(s.1), m.min(s.2))
+            (c.min(s.cost), m.min(s.measured))
         });
-    let band = |s: &(usize, f64, f64, bool, u16)| {
-        if !s.3 {
+    let band = |s: &Scored| {
+        if !s.usable {
             2
-        } else if s.1 > best_cost + tolerance && s.2 > best_measured + tolerance {
+        } else if s.cost > best_cost + tolerance && s.measured > best_measured + tolerance {
             1
         } else {
             0
@@ -170,12 +182,12 @@ pub fn rank(snap: &Snapshot, client: Option<Coordinates>, list: &mut RegionList)
     };
     scored.sort_by(|a, b| {
         band(a).cmp(&band(b)).then_with(|| match band(a) {
-            1 => a.1.total_cmp(&b.1),
-            _ => a.0.cmp(&b.0),
+            1 => a.cost.total_cmp(&b.cost),
+            _ => a.pos.cmp(&b.pos),
         })
     });
     for (slot, s) in list.iter_mut().zip(scored.iter()) {
-        *slot = s.4;
+        *slot = s.region;
     }
 }
 
