@@ -1,0 +1,244 @@
+//! Failover benchmark (`cargo bench --bench failover`): under a steady load of GETs through a
+//! us-east instance, kill both us-east backends and measure what clients see: failed
+//! requests, the time from the kill to the last failed request, to the first response
+//! from the next region, and the worst latency around the kill. Then revive the region
+//! and measure how long until traffic is back.
+//!
+//! Loopback only; bounded: 3 s warm-up, 4 s after the kill, at most 8 s after the revival.
+//! Targets (issue 4): 0 failed GETs; traffic moved within 1 s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use meridian::instance::Instance;
+use meridian::server::{self, ProcessOptions};
+use meridian_demo_backend::{Backend, BackendSpec};
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+
+const WORKERS: usize = 16;
+const REGIONS: [(&str, f64, f64); 3] = [
+    ("us-east", 39.04, -77.49),
+    ("eu-west", 53.35, -6.26),
+    ("ap-southeast", 1.29, 103.85),
+];
+
+struct Stop(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for Stop {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().unwrap().take();
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// (start offset, latency, ok, serving region)
+type Sample = (Duration, Duration, bool, String);
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("failover: bench");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backends: Vec<Backend> = rt.block_on(async {
+        let mut v = Vec::new();
+        for (region, _, _) in REGIONS {
+            for n in 1..=2 {
+                let spec = BackendSpec::new(
+                    format!("{region}-{n}"),
+                    region,
+                    "127.0.0.1:0".parse().unwrap(),
+                );
+                v.push(Backend::start(spec).await.unwrap());
+            }
+        }
+        v
+    });
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut text = format!(
+        "threads = 2\n[node]\nregion = \"us-east\"\n[listeners]\nhttp = [\"{listen}\"]\nadmin = \"{admin}\"\n\
+         [logging]\nlevel = \"warn\"\naccess_log = false\n\
+         [health_check]\ninterval = \"250ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n\
+         [reload]\nwatch = false\n"
+    );
+    for (name, lat, lon) in REGIONS {
+        text.push_str(&format!(
+            "[regions.{name}]\nlatitude = {lat}\nlongitude = {lon}\nbackends = [\n"
+        ));
+        for b in backends.iter().filter(|b| b.region() == name) {
+            text.push_str(&format!("  {{ address = \"{}\" }},\n", b.addr()));
+        }
+        text.push_str("]\n");
+    }
+    let config = meridian_config::parse(&text, "<bench>", None).expect("bench config");
+    let inst = Instance::new(config).expect("instance");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ProcessOptions {
+        pid_file: dir.path().join("pid").display().to_string(),
+        upgrade_sock: dir.path().join("sock").display().to_string(),
+        ..ProcessOptions::default()
+    };
+    let srv = server::build(inst.clone(), &opts);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let server_thread = std::thread::spawn(move || {
+        srv.run(RunArgs {
+            shutdown_signal: Box::new(Stop(Mutex::new(Some(stop_rx)))),
+        })
+    });
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !inst.is_ready() {
+        assert!(Instant::now() < ready_by, "meridian not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700)); // every backend up (rise = 2)
+
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let started = Instant::now();
+    let url = format!("http://{listen}/");
+    let (kill_at, revive_at, back_at) = rt.block_on(async {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..WORKERS {
+            let (url, samples, stop) = (url.clone(), samples.clone(), stop.clone());
+            set.spawn(async move {
+                let c = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(20)
+                {
+                    let t0 = started.elapsed();
+                    let r = c.get(&url).send().await;
+                    let lat = started.elapsed() - t0;
+                    let (ok, region) = match r {
+                        Ok(r) if r.status() == 200 => (
+                            true,
+                            r.headers()
+                                .get("x-region")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string(),
+                        ),
+                        _ => (false, String::new()),
+                    };
+                    samples.lock().unwrap().push((t0, lat, ok, region));
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let kill_at = started.elapsed();
+        for b in backends.iter().filter(|b| b.region() == "us-east") {
+            b.kill().await;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let revive_at = started.elapsed();
+        for b in backends.iter().filter(|b| b.region() == "us-east") {
+            b.revive().await.unwrap();
+        }
+        // Wait (bounded) until responses come from us-east again.
+        let mut back_at = None;
+        let limit = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let s = samples.lock().unwrap();
+            if let Some(first) = s
+                .iter()
+                .filter(|x| x.0 > revive_at && x.3 == "us-east")
+                .map(|x| x.0)
+                .min()
+            {
+                back_at = Some(first);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while set.join_next().await.is_some() {}
+        (kill_at, revive_at, back_at)
+    });
+    let _ = stop_tx.send(());
+    let _ = server_thread.join();
+
+    let s = samples.lock().unwrap();
+    let total = s.len();
+    let failed: Vec<&Sample> = s.iter().filter(|x| !x.2).collect();
+    let after_kill: Vec<&Sample> = s
+        .iter()
+        .filter(|x| x.0 >= kill_at && x.0 < revive_at)
+        .collect();
+    let last_fail = failed.iter().map(|x| x.0 + x.1).max();
+    let first_moved = after_kill
+        .iter()
+        .filter(|x| x.3 == "eu-west")
+        .map(|x| x.0 + x.1)
+        .min();
+    let last_us = after_kill
+        .iter()
+        .filter(|x| x.3 == "us-east")
+        .map(|x| x.0 + x.1)
+        .max();
+    let worst = s
+        .iter()
+        .filter(|x| x.0 + x.1 >= kill_at && x.0 < kill_at + Duration::from_secs(1))
+        .map(|x| x.1)
+        .max()
+        .unwrap_or_default();
+    let steady: Vec<Duration> = {
+        let mut v: Vec<Duration> = s.iter().filter(|x| x.0 < kill_at).map(|x| x.1).collect();
+        v.sort();
+        v
+    };
+    let p50 = steady.get(steady.len() / 2).copied().unwrap_or_default();
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let rel = |t: Option<Duration>, base: Duration| {
+        t.map_or("-".to_string(), |t| ms(t.saturating_sub(base)))
+    };
+    println!("failover benchmark: {WORKERS} concurrent clients, loopback, release build");
+    println!("  requests                          {total}");
+    println!("  failed requests                   {}", failed.len());
+    println!(
+        "  kill -> last failed response      {}",
+        rel(last_fail, kill_at)
+    );
+    println!(
+        "  kill -> first eu-west response    {}",
+        rel(first_moved, kill_at)
+    );
+    println!(
+        "  kill -> last us-east response     {}",
+        rel(last_us, kill_at)
+    );
+    println!("  steady p50 latency                {}", ms(p50));
+    println!(
+        "  worst latency in the second after the kill  {}",
+        ms(worst)
+    );
+    println!(
+        "  after kill: eu-west {} / ap-southeast {} responses",
+        after_kill.iter().filter(|x| x.3 == "eu-west").count(),
+        after_kill.iter().filter(|x| x.3 == "ap-southeast").count()
+    );
+    println!(
+        "  revive -> first us-east response  {}",
+        rel(back_at, revive_at)
+    );
+}
