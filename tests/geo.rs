@@ -219,3 +219,95 @@ async fn the_builtin_database_locates_real_addresses() {
         assert_eq!(r.headers()["x-meridian-region"], region);
     }
 }
+
+/// Sends `preamble` + a GET on a fresh connection from `source`; the raw response.
+fn raw_exchange(proxy: SocketAddr, source: &str, preamble: &[u8]) -> String {
+    use std::io::{Read, Write};
+    // std has no bind-before-connect: bind the source with tokio's TcpSocket.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let stream = s.connect(proxy).await.unwrap();
+        let mut stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(preamble).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: meridian\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_protocol_headers_from_trusted_peers_set_the_client() {
+    let us = backend("us-1", "us-east").await;
+    let eu = backend("eu-1", "eu-west").await;
+    let ap = backend("ap-1", "ap-southeast").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test-country.mmdb");
+    write_db(&db);
+    let mut cfg = header("us-east", listen, admin).replace(
+        &format!("admin = \"{admin}\"\n"),
+        &format!("admin = \"{admin}\"\nproxy_protocol = true\n"),
+    );
+    cfg.push_str(&format!(
+        "\n[geoip]\ndatabase = \"{}\"\n\n[client]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[steering]\nexpose_headers = true\n",
+        db.display()
+    ));
+    cfg.push_str(&region("us-east", 39.04, -77.49, &[&us], ""));
+    cfg.push_str(&region("eu-west", 53.35, -6.26, &[&eu], ""));
+    cfg.push_str(&region("ap-southeast", 1.29, 103.85, &[&ap], ""));
+    let m = start(cfg, listen, admin).await;
+    let exchange = |source: &'static str, preamble: Vec<u8>| {
+        tokio::task::spawn_blocking(move || raw_exchange(listen, source, &preamble))
+    };
+
+    // v1 from the trusted load balancer: the client is in GB.
+    let r = exchange(
+        "127.0.0.1",
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.to_lowercase().contains("x-meridian-client-country: gb"),
+        "{r}"
+    );
+    assert!(r.contains("hello from eu-1 in eu-west"), "{r}");
+
+    // v2 (binary): the client is in JP.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 203, 0, 113, 9, 127, 0, 0, 1, 0x9c, 0x40, 0, 80,
+    ]);
+    let r = exchange("127.0.0.1", v2).await.unwrap();
+    assert!(r.contains("hello from ap-1 in ap-southeast"), "{r}");
+
+    // A peer that is not a trusted proxy, and a malformed header: closed, no response.
+    let r = exchange(
+        "127.0.0.2",
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, "", "untrusted peer must not choose its address");
+    let r = exchange(
+        "127.0.0.1",
+        b"PROXY TCP4 banana 127.0.0.1 1 80\r\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, "");
+    assert!(metric(&m.metrics(), "meridian_client_header_invalid_total") >= 2.0);
+}

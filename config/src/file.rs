@@ -55,6 +55,7 @@ pub(crate) struct NodeFile {
 pub(crate) struct ListenersFile {
     pub http: Option<S<Vec<S<String>>>>,
     pub admin: Option<S<String>>,
+    pub proxy_protocol: Option<bool>,
 }
 
 /// `[timeouts]`

@@ -75,6 +75,9 @@ pub struct Listeners {
     pub http: Vec<SocketAddr>,
     /// The admin listener (`/metrics`, `/status`, `/healthz`, `/reload`).
     pub admin: SocketAddr,
+    /// Whether every connection on the HTTP listeners starts with a PROXY protocol (v1 or
+    /// v2) header; it is honoured from `client.trusted_proxies` only.
+    pub proxy_protocol: bool,
 }
 
 /// Timeouts.

@@ -51,6 +51,7 @@ fn minimal_file_gets_all_defaults() {
         listeners: Listeners {
             http: vec![addr("0.0.0.0:8080")],
             admin: addr("127.0.0.1:9901"),
+            proxy_protocol: false,
         },
         threads,
         timeouts: Timeouts {

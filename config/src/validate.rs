@@ -306,7 +306,11 @@ fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
             }
         }
     };
-    Listeners { http, admin }
+    Listeners {
+        http,
+        admin,
+        proxy_protocol: file.proxy_protocol.unwrap_or(false),
+    }
 }
 
 fn threads(cx: &mut Cx<'_>, value: Option<&S<i64>>) -> usize {

@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pick;
 pub mod probe;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -38,6 +38,9 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<String> {
     if old.listeners.http != new.listeners.http {
         out.push("listeners.http".to_string());
     }
+    if old.listeners.proxy_protocol != new.listeners.proxy_protocol {
+        out.push("listeners.proxy_protocol".to_string());
+    }
     if old.listeners.admin != new.listeners.admin {
         out.push("listeners.admin".to_string());
     }

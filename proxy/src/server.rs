@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::TcpSocketOptions;
-use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::{background_service, BackgroundService};
@@ -14,6 +13,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::instance::Instance;
 use crate::probe::Prober;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::reload::ReloadTriggers;
 use crate::service::MeridianProxy;
 
@@ -72,20 +72,29 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
-        MeridianProxy::new(inst.clone()),
-        "meridian proxy",
-    );
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut http = HttpServerOptions::default();
-        http.h2c = true;
-        app.server_options = Some(http);
-    }
-    for addr in &cfg.listeners.http {
-        let mut sock = TcpSocketOptions::default();
-        sock.ipv6_only = addr.is_ipv6().then_some(true);
-        proxy.add_tcp_with_settings(&addr.to_string(), sock);
+    let mut http = HttpServerOptions::default();
+    http.h2c = true;
+    let mut app =
+        pingora::proxy::http_proxy(&server.configuration, MeridianProxy::new(inst.clone()));
+    app.server_options = Some(http);
+    let listen = |add: &mut dyn FnMut(&str, TcpSocketOptions)| {
+        for addr in &cfg.listeners.http {
+            let mut sock = TcpSocketOptions::default();
+            sock.ipv6_only = addr.is_ipv6().then_some(true);
+            add(&addr.to_string(), sock);
+        }
+    };
+    if cfg.listeners.proxy_protocol {
+        let mut proxy = Service::new(
+            "meridian proxy".to_string(),
+            ProxyProtocol::new(app, inst.clone()),
+        );
+        listen(&mut |a, s| proxy.add_tcp_with_settings(a, s));
+        server.add_service(proxy);
+    } else {
+        let mut proxy = Service::new("meridian proxy".to_string(), app);
+        listen(&mut |a, s| proxy.add_tcp_with_settings(a, s));
+        server.add_service(proxy);
     }
 
     let mut admin = Service::new(
@@ -95,7 +104,6 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     admin.threads = Some(1);
     admin.add_tcp(&cfg.listeners.admin.to_string());
 
-    server.add_service(proxy);
     server.add_service(admin);
     server.add_service(background_service("prober", Prober::new(inst.clone())));
     let inst_for_drain = inst.clone();
