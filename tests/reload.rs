@@ -214,7 +214,7 @@ async fn a_broken_file_is_rejected_while_traffic_flows_and_a_fixed_one_applies()
             "did you mean `local`",
         ),
         (
-            good.replace("interval = \"300ms\"", "interval = \"300 parsecs\""),
+            good.replace("interval = \"400ms\"", "interval = \"400 parsecs\""),
             "health_check.interval",
         ),
     ];
@@ -261,7 +261,7 @@ async fn health_state_survives_a_reload() {
     let a = backend("a", "local").await;
     let b = backend("b", "local").await;
     let (listen, admin) = (free_addr(), free_addr());
-    // rise = 6 probes of 300 ms: a reset state would take ~2 s to come back up.
+    // rise = 6 probes of 400 ms: a reset state would take over 2 s to come back up.
     let extra = "";
     let cfg = |wa: u32| {
         weighted(listen, admin, &[(&a, wa), (&b, 1)], extra).replace("rise = 2", "rise = 6")

@@ -128,6 +128,13 @@ impl PickInput<'_> {
     }
 }
 
+/// Envoy's panic mode: with fewer than `threshold` % of a region's backends usable (but
+/// some), spread over all of them rather than overload the few. A region with none usable
+/// is skipped instead.
+pub fn panic_mode(threshold: Option<u8>, usable: usize, total: usize) -> bool {
+    threshold.is_some_and(|t| usable > 0 && usable * 100 < usize::from(t) * total)
+}
+
 /// Picks a member index, or `None` when no member is eligible.
 pub fn pick(
     balancer: &Balancer,
@@ -282,6 +289,17 @@ mod tests {
             pick(&b, &ms, &cursor, &panic),
             Some(1),
             "panic mode uses down backends"
+        );
+    }
+
+    #[test]
+    fn panic_mode_below_the_threshold_only() {
+        assert!(!panic_mode(None, 1, 10));
+        assert!(panic_mode(Some(50), 4, 10));
+        assert!(!panic_mode(Some(50), 5, 10));
+        assert!(
+            !panic_mode(Some(50), 0, 10),
+            "a dead region is skipped, not panicked"
         );
     }
 

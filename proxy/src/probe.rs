@@ -252,3 +252,68 @@ async fn measure_loop(inst: Arc<Instance>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn http(path: &str, expect: std::ops::RangeInclusive<u16>) -> ProbeKind {
+        ProbeKind::Http {
+            path: path.into(),
+            host: Some("health.internal".into()),
+            expect,
+        }
+    }
+
+    /// A one-shot server answering every connection with `status`; returns the request seen.
+    async fn server(status: u16) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            s.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        });
+        (addr, h)
+    }
+
+    #[tokio::test]
+    async fn http_probe_checks_the_status_range_and_sends_host() {
+        let (addr, seen) = server(204).await;
+        assert_eq!(probe_once(addr, &http("/ready", 200..=299)).await, Ok(()));
+        let req = seen.await.unwrap();
+        assert!(req.starts_with("GET /ready HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Host: health.internal\r\n"), "{req}");
+        let (addr, _) = server(503).await;
+        assert_eq!(
+            probe_once(addr, &http("/", 200..=399)).await,
+            Err("status 503".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_is_a_connect() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(probe_once(addr, &ProbeKind::Tcp).await, Ok(()));
+        drop(l);
+        let err = probe_once(addr, &ProbeKind::Tcp).await.unwrap_err();
+        assert!(err.starts_with("connect:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_failure_not_a_panic() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+        });
+        let err = probe_once(addr, &http("/", 200..=399)).await.unwrap_err();
+        assert!(err.starts_with("bad response"), "{err}");
+    }
+}

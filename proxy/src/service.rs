@@ -154,6 +154,7 @@ impl ProxyHttp for MeridianProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = &ctx.snap;
+        session.set_keepalive(Some(snap.config.timeouts.downstream_idle.as_secs().max(1)));
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -206,10 +207,11 @@ impl ProxyHttp for MeridianProxy {
                 .filter(|(r, _)| *r == ri)
                 .map(|(_, m)| *m)
                 .collect();
-            let usable = region.state.usable() as usize;
-            let total = region.members.len();
-            let panic = panic_threshold
-                .is_some_and(|t| usable > 0 && usable * 100 < usize::from(t) * total);
+            let panic = pick::panic_mode(
+                panic_threshold,
+                region.state.usable() as usize,
+                region.members.len(),
+            );
             let input = PickInput {
                 now,
                 tau: snap.config.latency.decay,

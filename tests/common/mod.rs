@@ -78,10 +78,10 @@ admin = "{admin}"
 level = "info"
 
 [health_check]
-interval = "300ms"
-timeout = "300ms"
+interval = "400ms"
+timeout = "400ms"
 rise = 2
-fall = 2
+fall = 3
 "#
     )
 }
