@@ -162,7 +162,13 @@ async fn many_reloads_under_load_drop_nothing_and_apply_at_once() {
     .await;
     let load = Load::start(m.url("/"), 4, Duration::from_secs(120));
     let triggers = [Trigger::Admin, Trigger::Sighup, Trigger::File];
-    let heavy = |i: usize| if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+    let heavy = |i: usize| {
+        if i.is_multiple_of(2) {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        }
+    };
     for i in 0..24 {
         let how = triggers[i % 3];
         let (h, l) = heavy(i);
