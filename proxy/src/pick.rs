@@ -120,11 +120,21 @@ pub struct PickInput<'a> {
     pub tried: &'a [u16],
     /// Panic mode: consider every member, usable or not.
     pub panic: bool,
+    /// The region has no usable backend yet: backends not probed yet may be tried
+    /// (a fresh process, e.g. during a graceful upgrade, serves before its first probe
+    /// round; a dead one costs a retry, not an error).
+    pub allow_unknown: bool,
 }
 
 impl PickInput<'_> {
     fn eligible(&self, members: &[Member], i: usize) -> bool {
-        !self.tried.contains(&(i as u16)) && (self.panic || members[i].state.usable(self.now))
+        let s = &members[i].state;
+        !self.tried.contains(&(i as u16))
+            && (self.panic
+                || s.usable(self.now)
+                || (self.allow_unknown
+                    && s.health.get() == crate::health::Health::Unknown
+                    && !s.outlier.is_ejected(self.now)))
     }
 }
 
@@ -249,6 +259,7 @@ mod tests {
             hash,
             tried,
             panic: false,
+            allow_unknown: false,
         }
     }
 
@@ -300,6 +311,23 @@ mod tests {
         assert!(
             !panic_mode(Some(50), 0, 10),
             "a dead region is skipped, not panicked"
+        );
+    }
+
+    #[test]
+    fn unknown_backends_only_when_the_region_has_nothing_better() {
+        let ms = members(&[1, 1]);
+        ms[0].state.health.set(Health::Unknown);
+        ms[1].state.health.set(Health::Down);
+        let b = Balancer::build(&Balance::RoundRobin, &ms);
+        let cursor = AtomicUsize::new(0);
+        assert_eq!(pick(&b, &ms, &cursor, &input(&[], None)), None);
+        let mut fresh = input(&[], None);
+        fresh.allow_unknown = true;
+        assert_eq!(
+            pick(&b, &ms, &cursor, &fresh),
+            Some(0),
+            "never the down one"
         );
     }
 

@@ -207,17 +207,15 @@ impl ProxyHttp for MeridianProxy {
                 .filter(|(r, _)| *r == ri)
                 .map(|(_, m)| *m)
                 .collect();
-            let panic = pick::panic_mode(
-                panic_threshold,
-                region.state.usable() as usize,
-                region.members.len(),
-            );
+            let usable = region.state.usable() as usize;
+            let panic = pick::panic_mode(panic_threshold, usable, region.members.len());
             let input = PickInput {
                 now,
                 tau: snap.config.latency.decay,
                 hash: ctx.hash,
                 tried: &tried,
                 panic,
+                allow_unknown: usable == 0,
             };
             if let Some(mi) = pick::pick(
                 &region.balancer,
