@@ -237,10 +237,9 @@ fn raw_exchange(proxy: SocketAddr, source: &str, preamble: &[u8]) -> String {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        stream.write_all(preamble).unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: meridian\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        // The proxy may close a rejected connection before we finish writing.
+        let _ = stream.write_all(preamble);
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: meridian\r\nConnection: close\r\n\r\n");
         let mut out = Vec::new();
         let _ = stream.read_to_end(&mut out);
         String::from_utf8_lossy(&out).to_string()
