@@ -55,6 +55,39 @@ pub(crate) struct NodeFile {
 pub(crate) struct ListenersFile {
     pub http: Option<S<Vec<S<String>>>>,
     pub admin: Option<S<String>>,
+    pub https: Option<S<Vec<S<HttpsFile>>>>,
+    pub redirect_http: Option<S<Vec<S<String>>>>,
+    pub hsts: Option<S<String>>,
+}
+
+/// One `[[listeners.https]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HttpsFile {
+    pub address: Option<S<String>>,
+    pub certificates: Option<S<Vec<S<CertificateFile>>>>,
+}
+
+/// One entry of `certificates`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CertificateFile {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub names: Option<S<Vec<S<String>>>>,
+    pub default: Option<S<bool>>,
+}
+
+/// `[regions.NAME.tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UpstreamTlsFile {
+    pub enabled: Option<bool>,
+    pub sni: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub client_cert: Option<S<String>>,
+    pub client_key: Option<S<String>>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `[timeouts]`
@@ -127,6 +160,7 @@ pub(crate) struct RegionFile {
     pub hash_key: Option<S<String>>,
     pub backends: Option<S<Vec<S<BackendFile>>>>,
     pub health_check: Option<HealthCheckFile>,
+    pub tls: Option<UpstreamTlsFile>,
 }
 
 /// One entry of `backends`.

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A fully validated Meridian configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +77,91 @@ pub struct Listeners {
     pub http: Vec<SocketAddr>,
     /// The admin listener (`/metrics`, `/status`, `/healthz`, `/reload`).
     pub admin: SocketAddr,
+    /// HTTPS listeners (HTTP/1.1 and h2 by ALPN).
+    pub https: Vec<HttpsListener>,
+    /// Plain HTTP listeners that only redirect to HTTPS (308).
+    pub redirect_http: Vec<SocketAddr>,
+    /// The `Strict-Transport-Security` value sent on responses to HTTPS requests.
+    pub hsts: Option<String>,
+}
+
+/// One HTTPS listener and the certificates it serves, chosen by SNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsListener {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its certificates; exactly one has `default` set.
+    pub certificates: Vec<ServerCertificate>,
+}
+
+/// A certificate chain and key an HTTPS listener serves, read from PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCertificate {
+    /// The certificate chain file (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The private key file (PEM).
+    pub key_file: PathBuf,
+    /// Server names it is chosen for (lower-case; `*.example.com` matches one label).
+    pub names: Vec<String>,
+    /// Served when no name matches the client's SNI (or there is none).
+    pub default: bool,
+    /// The chain as read, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key as read.
+    pub key: PrivateKey,
+}
+
+/// A private key read from a PEM file; compared by content, never printed.
+#[derive(Clone)]
+pub struct PrivateKey(pub Arc<PrivateKeyDer<'static>>);
+
+impl PrivateKey {
+    /// The key in DER.
+    pub fn der(&self) -> &PrivateKeyDer<'static> {
+        &self.0
+    }
+}
+
+impl PartialEq for PrivateKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.secret_der() == other.0.secret_der()
+    }
+}
+
+impl Eq for PrivateKey {}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(..)")
+    }
+}
+
+/// TLS to a region's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The server name sent and verified; the backend's IP (or host name) when `None`.
+    pub sni: Option<String>,
+    /// The CA file the backends' certificates are verified against (system roots if `None`).
+    pub ca_file: Option<PathBuf>,
+    /// The CA certificates read from `ca_file`.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// A client certificate presented to the backends.
+    pub client_cert: Option<ClientCertificate>,
+    /// Skip certificate verification entirely (explicit opt-in; warned about at load).
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate chain and key for upstream mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The chain file (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The key file (PEM).
+    pub key_file: PathBuf,
+    /// The chain as read.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The key as read.
+    pub key: PrivateKey,
 }
 
 /// Timeouts.
@@ -127,6 +214,8 @@ pub struct Region {
     pub balance: Balance,
     /// Active health check settings (global defaults merged with the region's own).
     pub health: HealthCheck,
+    /// TLS to the backends; plain HTTP when `None`.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One upstream backend.

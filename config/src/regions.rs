@@ -251,6 +251,7 @@ fn one_region(
     };
     let merged = own.over(global);
     merged.check_timeout(cx, &own);
+    let tls = crate::tls::upstream_tls(cx, file.tls.as_ref(), key.clone(), &prefix);
     Region {
         name: name.to_owned(),
         latitude,
@@ -258,6 +259,7 @@ fn one_region(
         backends,
         balance,
         health: merged.build(),
+        tls,
     }
 }
 

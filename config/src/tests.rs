@@ -51,6 +51,9 @@ fn minimal_file_gets_all_defaults() {
         listeners: Listeners {
             http: vec![addr("0.0.0.0:8080")],
             admin: addr("127.0.0.1:9901"),
+            https: vec![],
+            redirect_http: vec![],
+            hsts: None,
         },
         threads,
         timeouts: Timeouts {
@@ -75,6 +78,7 @@ fn minimal_file_gets_all_defaults() {
             }],
             balance: Balance::P2cPeakEwma,
             health: default_health(),
+            tls: None,
         }],
         geoip: GeoIp {
             database: None,

@@ -11,7 +11,7 @@ use crate::file::{self, FileConfig, KeySpans, S};
 use crate::model::{
     Config, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
 };
-use crate::{regions, routing};
+use crate::{regions, routing, tls};
 
 /// The longest value text quoted in an error.
 const MAX_SHOWN: usize = 80;
@@ -37,6 +37,8 @@ pub(crate) struct Cx<'a> {
     pub keys: KeySpans,
     /// Errors found so far.
     pub errors: Vec<ConfigError>,
+    /// The config file's directory: relative paths in the file resolve against it.
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl<'a> Cx<'a> {
@@ -47,6 +49,7 @@ impl<'a> Cx<'a> {
             origin,
             keys: KeySpans::collect(text),
             errors: Vec::new(),
+            base_dir: None,
         }
     }
 
@@ -265,13 +268,21 @@ fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
 
 fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
     let mut http: Vec<SocketAddr> = Vec::new();
+    let https_given = file
+        .https
+        .as_ref()
+        .is_some_and(|list| !list.get_ref().is_empty());
     match &file.http {
         None => http.push(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        Some(list) if list.get_ref().is_empty() && https_given => {}
         Some(list) if list.get_ref().is_empty() => {
             cx.bad(
                 list,
                 "listeners.http",
-                "at least one HTTP listener is required",
+                Problem::hinted(
+                    "at least one HTTP or HTTPS listener is required",
+                    "add an address, or a [[listeners.https]] table",
+                ),
             );
         }
         Some(list) => {
@@ -306,7 +317,31 @@ fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
             }
         }
     };
-    Listeners { http, admin }
+    let mut taken = http.clone();
+    let https = tls::https_listeners(cx, file.https.as_ref(), &mut taken);
+    let redirect_http = tls::redirect_listeners(
+        cx,
+        file.redirect_http.as_ref(),
+        !https.is_empty(),
+        &mut taken,
+    );
+    let hsts = tls::hsts(cx, file.hsts.as_ref(), !https.is_empty());
+    if taken.contains(&admin) && !http.contains(&admin) {
+        if let Some(a) = &file.admin {
+            cx.bad(
+                a,
+                "listeners.admin",
+                format!("admin listener {admin} is also a proxy listener"),
+            );
+        }
+    }
+    Listeners {
+        http,
+        admin,
+        https,
+        redirect_http,
+        hsts,
+    }
 }
 
 fn threads(cx: &mut Cx<'_>, value: Option<&S<i64>>) -> usize {

@@ -21,6 +21,8 @@ pub struct BackendState {
     pub region: Arc<str>,
     /// Its address.
     pub addr: SocketAddr,
+    /// The host it was configured as: a DNS name, else the IP (the default TLS server name).
+    pub host: Arc<str>,
     /// The address as a label string.
     pub addr_label: Arc<str>,
     /// Health according to active probes.
@@ -56,6 +58,7 @@ impl BackendState {
             id: format!("{region}/{addr}").into(),
             region: region.into(),
             addr,
+            host: addr.ip().to_string().into(),
             metrics: metrics.backend(region, &addr_label),
             addr_label,
             health: HealthCell::default(),

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use meridian_config::{HealthCheck, ProbeKind};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,6 +28,7 @@ use tokio::time::Instant;
 use crate::backend::{BackendState, ProbeReport};
 use crate::health::{Health, Hysteresis};
 use crate::instance::Instance;
+use crate::tls::UpstreamPeerTls;
 
 /// How often region measurements are published.
 const MEASURE_EVERY: Duration = Duration::from_millis(100);
@@ -47,11 +50,26 @@ struct ProbeTask {
     settings: watch::Sender<ProbeSettings>,
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 struct ProbeSettings {
     check: HealthCheck,
     decay: Duration,
     max_ejection: Duration,
+    tls: Option<Arc<UpstreamPeerTls>>,
+}
+
+impl PartialEq for ProbeSettings {
+    fn eq(&self, other: &Self) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_tls
+            && self.check == other.check
+            && self.decay == other.decay
+            && self.max_ejection == other.max_ejection
+    }
 }
 
 #[async_trait]
@@ -85,6 +103,7 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
             check: region.health.clone(),
             decay: cfg.latency.decay,
             max_ejection: cfg.outlier.max_ejection,
+            tls: region.tls.clone(),
         };
         match tasks.get(&state.id) {
             Some(t) if !t.handle.is_finished() => {
@@ -123,7 +142,13 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
         let started = Instant::now();
         let result = match tokio::time::timeout(
             s.check.timeout,
-            probe_once(state.addr, &s.check.kind),
+            probe_once(
+                state.addr,
+                &s.check.kind,
+                s.tls
+                    .as_ref()
+                    .map(|t| (&t.probe_config, t.server_name(&state.host))),
+            ),
         )
         .await
         {
@@ -165,15 +190,43 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
     }
 }
 
-/// One probe: `Ok` when healthy, else a short reason.
-pub async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
+/// One probe: `Ok` when healthy, else a short reason. With `tls` (a client config and the
+/// server name), an `http` probe speaks HTTPS and fails on a bad certificate; a `tcp` probe
+/// only connects.
+pub async fn probe_once(
+    addr: SocketAddr,
+    kind: &ProbeKind,
+    tls: Option<(&Arc<ClientConfig>, String)>,
+) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    if matches!(kind, ProbeKind::Tcp) {
+        return Ok(());
+    }
+    match tls {
+        None => probe_http(stream, addr, kind).await,
+        Some((config, name)) => {
+            let server_name = ServerName::try_from(name.clone())
+                .map_err(|e| format!("tls: server name {name:?}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(server_name, stream)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            probe_http(stream, addr, kind).await
+        }
+    }
+}
+
+async fn probe_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    kind: &ProbeKind,
+) -> Result<(), String> {
     let ProbeKind::Http { path, host, expect } = kind else {
         return Ok(());
     };
-    let _ = stream.set_nodelay(true);
     let host = host.clone().unwrap_or_else(|| addr.to_string());
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meridian-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"

@@ -38,6 +38,15 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<String> {
     if old.listeners.http != new.listeners.http {
         out.push("listeners.http".to_string());
     }
+    let https = |c: &Config| -> Vec<std::net::SocketAddr> {
+        c.listeners.https.iter().map(|l| l.address).collect()
+    };
+    if https(old) != https(new) {
+        out.push("listeners.https addresses".to_string());
+    }
+    if old.listeners.redirect_http != new.listeners.redirect_http {
+        out.push("listeners.redirect_http".to_string());
+    }
     if old.listeners.admin != new.listeners.admin {
         out.push("listeners.admin".to_string());
     }
@@ -105,23 +114,31 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
         record(inst, trigger, "needs_upgrade", Some(msg.clone()));
         return Ok(ReloadOutcome::NeedsUpgrade(msg));
     }
+    let origin = config
+        .source
+        .as_deref()
+        .unwrap_or(Path::new("<config>"))
+        .display()
+        .to_string();
+    let reject = |e: &dyn std::fmt::Display| {
+        let msg = format!("{origin}: {e}");
+        tracing::error!(trigger, "reload rejected; the running config stays: {msg}");
+        record(inst, trigger, "invalid", Some(msg.clone()));
+        Err(msg)
+    };
     let locator = match build_locator(&config) {
         Ok(l) => Arc::new(l),
-        Err(e) => {
-            let msg = format!(
-                "{}: {e}",
-                config
-                    .source
-                    .as_deref()
-                    .unwrap_or(Path::new("<config>"))
-                    .display()
-            );
-            tracing::error!(trigger, "reload rejected; the running config stays: {msg}");
-            record(inst, trigger, "invalid", Some(msg.clone()));
-            return Err(msg);
-        }
+        Err(e) => return reject(&e),
     };
-    let next = Snapshot::build(Arc::new(config), locator, Some(&current), &inst.metrics);
+    // Certificates are re-read by validation; build them all before anything is swapped.
+    let certs = match crate::tls::cert_sets(&config.listeners.https) {
+        Ok(c) => c,
+        Err(e) => return reject(&e),
+    };
+    let next = match Snapshot::build(Arc::new(config), locator, Some(&current), &inst.metrics) {
+        Ok(s) => s,
+        Err(e) => return reject(&e),
+    };
     let generation = next.generation;
     let removed: Vec<(Arc<str>, Arc<str>)> = current
         .removed_in(&next)
@@ -130,6 +147,10 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
         .collect();
     let backends = next.backends().count();
     inst.swap(next);
+    // Same listeners as before (`unswappable` checked), so the resolvers line up.
+    for (resolver, set) in inst.certs.iter().zip(certs) {
+        resolver.store(set);
+    }
     for (region, addr) in &removed {
         inst.metrics.forget_backend(region, addr);
     }

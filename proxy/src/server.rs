@@ -1,9 +1,10 @@
-//! Builds the pingora `Server` of one instance: the proxy service on every HTTP listener,
-//! the admin service, and the background services (prober, reload triggers, watchdog).
+//! Builds the pingora `Server` of one instance: the proxy service on every HTTP and HTTPS
+//! listener, the admin service, the HTTP→HTTPS redirect service, and the background services (prober, reload triggers, watchdog).
 
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TcpSocketOptions;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -82,10 +83,26 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
         http.h2c = true;
         app.server_options = Some(http);
     }
-    for addr in &cfg.listeners.http {
+    let sock = |addr: &std::net::SocketAddr| {
         let mut sock = TcpSocketOptions::default();
         sock.ipv6_only = addr.is_ipv6().then_some(true);
-        proxy.add_tcp_with_settings(&addr.to_string(), sock);
+        sock
+    };
+    for addr in &cfg.listeners.http {
+        proxy.add_tcp_with_settings(&addr.to_string(), sock(addr));
+    }
+    for (listener, resolver) in cfg.listeners.https.iter().zip(&inst.certs) {
+        // The resolver owns certificate selection; reloads swap its set in place.
+        let Ok(mut tls) = TlsSettings::intermediate("", "") else {
+            continue;
+        };
+        tls.set_cert_resolver(resolver.clone());
+        tls.enable_h2();
+        proxy.add_tls_with_settings(
+            &listener.address.to_string(),
+            Some(sock(&listener.address)),
+            tls,
+        );
     }
 
     let mut admin = Service::new(
@@ -97,6 +114,19 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
 
     server.add_service(proxy);
     server.add_service(admin);
+    if !cfg.listeners.redirect_http.is_empty() {
+        let mut redirect = Service::new(
+            "meridian https redirect".to_string(),
+            pingora::apps::http_app::HttpServer::new_app(crate::redirect::Redirect::new(
+                inst.clone(),
+            )),
+        );
+        redirect.threads = Some(1);
+        for addr in &cfg.listeners.redirect_http {
+            redirect.add_tcp_with_settings(&addr.to_string(), sock(addr));
+        }
+        server.add_service(redirect);
+    }
     server.add_service(background_service("prober", Prober::new(inst.clone())));
     server.add_service(background_service("reload", ReloadTriggers::new(inst)));
     server.add_service(background_service("watchdog", Watchdog));

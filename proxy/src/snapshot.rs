@@ -15,6 +15,7 @@ use crate::backend::BackendState;
 use crate::metrics::{Metrics, RegionMetrics};
 use crate::pick::{Balancer, Member};
 use crate::route::RegionList;
+use crate::tls::{TlsError, UpstreamPeerTls};
 
 /// Live per-region state, carried across reloads by region name.
 #[derive(Debug)]
@@ -78,6 +79,8 @@ pub struct RegionPool {
     pub state: Arc<RegionState>,
     /// Active health check settings.
     pub health: HealthCheck,
+    /// TLS to the backends (`None`: plain HTTP).
+    pub tls: Option<Arc<UpstreamPeerTls>>,
 }
 
 /// An immutable routing snapshot.
@@ -113,27 +116,39 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot, taking live state from `previous` for backends and regions that
-    /// are still configured.
+    /// are still configured (and a region's upstream TLS state while its settings hold).
     pub fn build(
         config: Arc<Config>,
         locator: Arc<Locator>,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
-    ) -> Snapshot {
+    ) -> Result<Snapshot, TlsError> {
         let mut old_backends: HashMap<&str, &Arc<BackendState>> = HashMap::new();
-        let mut old_regions: HashMap<&str, &Arc<RegionState>> = HashMap::new();
+        let mut old_regions: HashMap<&str, &RegionPool> = HashMap::new();
         if let Some(prev) = previous {
             for r in &prev.regions {
-                old_regions.insert(&r.name, &r.state);
+                old_regions.insert(&r.name, r);
                 for m in &r.members {
                     old_backends.insert(&m.state.id, &m.state);
                 }
             }
         }
+        let mut tls: Vec<Option<Arc<UpstreamPeerTls>>> = Vec::with_capacity(config.regions.len());
+        for r in &config.regions {
+            let old = old_regions
+                .get(r.name.as_str())
+                .and_then(|p| p.tls.as_ref());
+            tls.push(match (&r.tls, old) {
+                (None, _) => None,
+                (Some(want), Some(old)) if old.settings == *want => Some(old.clone()),
+                (Some(want), _) => Some(Arc::new(UpstreamPeerTls::build(&r.name, want)?)),
+            });
+        }
         let regions: Vec<RegionPool> = config
             .regions
             .iter()
-            .map(|r| {
+            .zip(tls)
+            .map(|(r, tls)| {
                 let members: Vec<Member> = r
                     .backends
                     .iter()
@@ -150,7 +165,7 @@ impl Snapshot {
                     })
                     .collect();
                 let state = match old_regions.get(r.name.as_str()) {
-                    Some(s) => Arc::clone(s),
+                    Some(p) => Arc::clone(&p.state),
                     None => Arc::new(RegionState::new(metrics.region(&r.name))),
                 };
                 RegionPool {
@@ -163,6 +178,7 @@ impl Snapshot {
                     members,
                     state,
                     health: r.health.clone(),
+                    tls,
                 }
             })
             .collect();
@@ -188,7 +204,7 @@ impl Snapshot {
             local_order.push(local as u16);
         }
         local_order.extend(by_distance.into_iter().map(|(_, i)| i));
-        Snapshot {
+        Ok(Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             via: format!("1.1 {}", config.node.name),
             config,
@@ -198,7 +214,7 @@ impl Snapshot {
             local_order,
             locator,
             built_at: SystemTime::now(),
-        }
+        })
     }
 
     /// Every backend in the snapshot.
