@@ -39,6 +39,7 @@ pub(crate) struct FileConfig {
     pub outlier: OutlierFile,
     pub retry: RetryFile,
     pub reload: ReloadFile,
+    pub dns: DnsFile,
 }
 
 /// `[node]`
@@ -168,7 +169,18 @@ pub(crate) struct RegionFile {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct BackendFile {
     pub address: Option<S<String>>,
+    pub srv: Option<S<String>>,
     pub weight: Option<S<i64>>,
+}
+
+/// `[dns]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DnsFile {
+    pub nameservers: Option<S<Vec<S<String>>>>,
+    pub min_ttl: Option<S<String>>,
+    pub max_ttl: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 /// `[geoip]`

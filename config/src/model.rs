@@ -44,6 +44,8 @@ pub struct Config {
     pub retry: Retry,
     /// Hot reload settings.
     pub reload: Reload,
+    /// DNS resolution of backend names.
+    pub dns: Dns,
 }
 
 impl Config {
@@ -53,6 +55,14 @@ impl Config {
             .iter()
             .position(|r| r.name == self.node.region)
             .unwrap_or(0)
+    }
+
+    /// Whether any backend is a DNS name (host name or SRV).
+    pub fn uses_dns(&self) -> bool {
+        self.regions
+            .iter()
+            .flat_map(|r| &r.backends)
+            .any(|b| b.address.as_static().is_none())
     }
 
     /// Looks a region up by name.
@@ -221,10 +231,61 @@ pub struct Region {
 /// One upstream backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// The backend's address.
-    pub address: SocketAddr,
-    /// Relative weight, >= 1.
+    /// The backend's address: static, or a DNS name resolved at run time.
+    pub address: BackendAddress,
+    /// Relative weight, >= 1 (every address a name resolves to gets it).
     pub weight: u32,
+}
+
+/// Where a backend is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendAddress {
+    /// A literal IP and port.
+    Static(SocketAddr),
+    /// A host name and port, resolved (A and AAAA) and re-resolved on the record TTL;
+    /// every address becomes a backend.
+    Host {
+        /// The DNS name, lower-case, without a trailing dot.
+        name: String,
+        /// The port.
+        port: u16,
+    },
+    /// A DNS SRV name such as `_http._tcp.api.example.internal`; every target's
+    /// addresses, on the record's port, become backends.
+    Srv(String),
+}
+
+impl BackendAddress {
+    /// The static address, if this is one.
+    pub fn as_static(&self) -> Option<SocketAddr> {
+        match self {
+            BackendAddress::Static(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddress::Static(a) => write!(f, "{a}"),
+            BackendAddress::Host { name, port } => write!(f, "{name}:{port}"),
+            BackendAddress::Srv(name) => write!(f, "srv:{name}"),
+        }
+    }
+}
+
+/// DNS resolution of backend names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Name servers to ask (UDP, then TCP); the system's resolver configuration if empty.
+    pub nameservers: Vec<SocketAddr>,
+    /// The shortest time between two resolutions of a name (a floor on the record TTL).
+    pub min_ttl: Duration,
+    /// The longest time between two resolutions of a name (a ceiling on the record TTL).
+    pub max_ttl: Duration,
+    /// How long one query may take.
+    pub timeout: Duration,
 }
 
 /// Load-balancing algorithm within a region's pool.

@@ -73,7 +73,7 @@ fn minimal_file_gets_all_defaults() {
             latitude: 1.5,
             longitude: -2.0,
             backends: vec![Backend {
-                address: addr("127.0.0.1:8080"),
+                address: BackendAddress::Static(addr("127.0.0.1:8080")),
                 weight: 1,
             }],
             balance: Balance::P2cPeakEwma,
@@ -115,6 +115,12 @@ fn minimal_file_gets_all_defaults() {
         reload: Reload {
             watch: true,
             debounce: Duration::from_millis(500),
+        },
+        dns: Dns {
+            nameservers: vec![],
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
         },
     };
     assert_eq!(config, expected);
@@ -291,11 +297,11 @@ fn full_file_maps_every_key() {
         us.backends,
         vec![
             Backend {
-                address: addr("10.0.1.10:8080"),
+                address: BackendAddress::Static(addr("10.0.1.10:8080")),
                 weight: 2
             },
             Backend {
-                address: addr("10.0.1.11:8080"),
+                address: BackendAddress::Static(addr("10.0.1.11:8080")),
                 weight: 1
             },
         ]
@@ -313,7 +319,10 @@ fn full_file_maps_every_key() {
     );
     let eu = &c.regions[1];
     assert_eq!(eu.balance, Balance::LeastConnections);
-    assert_eq!(eu.backends[0].address, addr("[2001:db8::1]:8080"));
+    assert_eq!(
+        eu.backends[0].address.as_static(),
+        Some(addr("[2001:db8::1]:8080"))
+    );
     assert_eq!(eu.backends[0].weight, 1000);
     assert_eq!(
         eu.health,

@@ -9,7 +9,7 @@ use crate::checks::{self, Problem};
 use crate::error::{suggest, ConfigError};
 use crate::file::{self, FileConfig, KeySpans, S};
 use crate::model::{
-    Config, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
+    Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
 };
 use crate::{regions, routing, tls};
 
@@ -218,6 +218,7 @@ pub(crate) fn validate(
     let outlier = outlier(cx, &file.outlier);
     let retry = retry(cx, &file.retry);
     let reload = reload(cx, &file.reload);
+    let dns = dns(cx, &file.dns);
     if !cx.errors.is_empty() {
         return None;
     }
@@ -236,7 +237,77 @@ pub(crate) fn validate(
         outlier,
         retry,
         reload,
+        dns,
     })
+}
+
+fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
+    let mut nameservers = Vec::new();
+    if let Some(list) = &file.nameservers {
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            let field = format!("dns.nameservers[{i}]");
+            let parsed = cx.check(entry, &field, |text| {
+                // A bare IP means port 53.
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Ok(SocketAddr::new(ip, 53)),
+                    Err(_) => checks::socket_addr(text),
+                }
+            });
+            if let Some(addr) = parsed {
+                if nameservers.contains(&addr) {
+                    cx.bad(entry, &field, format!("duplicate name server {addr}"));
+                } else {
+                    nameservers.push(addr);
+                }
+            }
+        }
+    }
+    let min_default = Duration::from_secs(5);
+    let max_default = Duration::from_secs(300);
+    let min = cx.duration(
+        file.min_ttl.as_ref(),
+        "dns.min_ttl",
+        min_default,
+        Min::AtLeast(Duration::from_millis(100)),
+    );
+    let max = cx.duration(
+        file.max_ttl.as_ref(),
+        "dns.max_ttl",
+        max_default,
+        Min::Positive,
+    );
+    if let (Some(min), Some(max)) = (min, max) {
+        if max < min {
+            let message = format!(
+                "max_ttl ({}) must not be shorter than min_ttl ({})",
+                checks::show(max),
+                checks::show(min)
+            );
+            if let Some(value) = file.max_ttl.as_ref().or(file.min_ttl.as_ref()) {
+                let field = if file.max_ttl.is_some() {
+                    "dns.max_ttl"
+                } else {
+                    "dns.min_ttl"
+                };
+                cx.bad(value, field, message);
+            }
+        }
+    }
+    let timeout_default = Duration::from_secs(2);
+    let timeout = cx
+        .duration(
+            file.timeout.as_ref(),
+            "dns.timeout",
+            timeout_default,
+            Min::Positive,
+        )
+        .unwrap_or(timeout_default);
+    Dns {
+        nameservers,
+        min_ttl: min.unwrap_or(min_default),
+        max_ttl: max.unwrap_or(max_default),
+        timeout,
+    }
 }
 
 fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {

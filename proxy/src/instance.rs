@@ -49,6 +49,8 @@ pub struct Instance {
     pub(crate) reload_lock: Mutex<()>,
     /// The SNI certificate resolvers of the HTTPS listeners, in `listeners.https` order.
     pub certs: Vec<Arc<CertResolver>>,
+    /// Resolved backend DNS names.
+    pub dns: crate::discovery::DnsState,
 }
 
 /// Errors building the GeoIP locator or the TLS state of a config.
@@ -101,7 +103,13 @@ impl Instance {
             .into_iter()
             .map(|set| Arc::new(CertResolver::new(set)))
             .collect();
-        let snap = Snapshot::build(Arc::new(config), locator, None, &metrics)?;
+        let snap = Snapshot::build(
+            Arc::new(config),
+            locator,
+            None,
+            &metrics,
+            &crate::discovery::Answers::new(),
+        )?;
         metrics.config_generation.set(snap.generation as i64);
         let (changed, _) = watch::channel(snap.generation);
         Ok(Arc::new(Instance {
@@ -114,6 +122,7 @@ impl Instance {
             last_reload: Mutex::new(None),
             reload_lock: Mutex::new(()),
             certs,
+            dns: crate::discovery::DnsState::default(),
         }))
     }
 

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod instance;
 pub mod latency;

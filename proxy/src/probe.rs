@@ -296,6 +296,8 @@ async fn measure_loop(inst: Arc<Instance>) {
                 .state
                 .publish(measured.min(f64::from(u32::MAX)) as u32, usable);
         }
+        // Backend names must have had their first resolution (and its backends a probe).
+        let all_probed = all_probed && inst.dns.first_round_done();
         if all_probed && !inst.ready.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 generation = snap.generation,

@@ -128,6 +128,10 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
         server.add_service(redirect);
     }
     server.add_service(background_service("prober", Prober::new(inst.clone())));
+    server.add_service(background_service(
+        "dns discovery",
+        crate::discovery::Discovery::new(inst.clone()),
+    ));
     server.add_service(background_service("reload", ReloadTriggers::new(inst)));
     server.add_service(background_service("watchdog", Watchdog));
     server

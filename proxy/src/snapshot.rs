@@ -4,6 +4,7 @@
 //! snapshot by stable ID, so a reload never resets it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,6 +13,7 @@ use meridian_config::{Config, HealthCheck};
 use meridian_geoip::{Coordinates, Locator};
 
 use crate::backend::BackendState;
+use crate::discovery::Answers;
 use crate::metrics::{Metrics, RegionMetrics};
 use crate::pick::{Balancer, Member};
 use crate::route::RegionList;
@@ -117,11 +119,14 @@ impl std::fmt::Debug for Snapshot {
 impl Snapshot {
     /// Builds a snapshot, taking live state from `previous` for backends and regions that
     /// are still configured (and a region's upstream TLS state while its settings hold).
+    /// Backends given as DNS names get one member per address in `answers` (none while the
+    /// name has never resolved).
     pub fn build(
         config: Arc<Config>,
         locator: Arc<Locator>,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
+        answers: &Answers,
     ) -> Result<Snapshot, TlsError> {
         let mut old_backends: HashMap<&str, &Arc<BackendState>> = HashMap::new();
         let mut old_regions: HashMap<&str, &RegionPool> = HashMap::new();
@@ -149,21 +154,33 @@ impl Snapshot {
             .iter()
             .zip(tls)
             .map(|(r, tls)| {
-                let members: Vec<Member> = r
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let id = format!("{}/{}", r.name, b.address);
+                let mut members: Vec<Member> = Vec::with_capacity(r.backends.len());
+                let mut ids = std::collections::HashSet::new();
+                for b in &r.backends {
+                    let weight = b.weight.max(1);
+                    let mut add = |addr: SocketAddr, host: Option<&Arc<str>>| {
+                        let id = format!("{}/{}", r.name, addr);
+                        if !ids.insert(id.clone()) {
+                            return; // a name resolving to an address listed already
+                        }
                         let state = match old_backends.get(id.as_str()) {
                             Some(s) => Arc::clone(s),
-                            None => Arc::new(BackendState::new(&r.name, b.address, metrics)),
+                            None => Arc::new(match host {
+                                None => BackendState::new(&r.name, addr, metrics),
+                                Some(h) => BackendState::named(&r.name, addr, h.clone(), metrics),
+                            }),
                         };
-                        Member {
-                            state,
-                            weight: b.weight.max(1),
+                        members.push(Member { state, weight });
+                    };
+                    match b.address.as_static() {
+                        Some(addr) => add(addr, None),
+                        None => {
+                            for a in answers.get(&b.address).into_iter().flatten() {
+                                add(a.addr, Some(&a.host));
+                            }
                         }
-                    })
-                    .collect();
+                    }
+                }
                 let state = match old_regions.get(r.name.as_str()) {
                     Some(p) => Arc::clone(&p.state),
                     None => Arc::new(RegionState::new(metrics.region(&r.name))),
