@@ -233,7 +233,7 @@ async fn connect_failure_is_retried_on_another_backend() {
     let (listen, admin) = (free_addr(), free_addr());
     // Slow probes: the dead backend is found by real traffic first.
     let mut cfg =
-        header("local", listen, admin).replace("interval = \"200ms\"", "interval = \"1h\"");
+        header("local", listen, admin).replace("interval = \"400ms\"", "interval = \"1h\"");
     cfg.push_str("\n[outlier]\nconsecutive_failures = 3\nbase_ejection = \"1m\"\n");
     cfg.push_str(&region(
         "local",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::error::suggest;
-use crate::model::HashKey;
+use crate::model::{BackendAddress, HashKey};
 
 /// What is wrong with a value, and possibly how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +119,66 @@ pub(crate) fn socket_addr(text: &str) -> Result<SocketAddr, Problem> {
             }
         }
     }
+}
+
+/// A backend address: `IP:port` (`[v6]:port`), or `host:port` with a DNS host name.
+pub(crate) fn backend_address(text: &str) -> Result<BackendAddress, Problem> {
+    if let Ok(addr) = socket_addr(text) {
+        return Ok(BackendAddress::Static(addr));
+    }
+    let host_port = text
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.contains(':') && !host.starts_with('['));
+    if let Some((host, port)) = host_port {
+        let is_ip = host.parse::<IpAddr>().is_ok();
+        if !is_ip && host.chars().any(|c| c.is_ascii_alphabetic()) {
+            let name = crate::tls::server_name(host.trim_end_matches('.')).map_err(|_| {
+                Problem::hinted(
+                    format!("invalid host name \"{host}\""),
+                    "use IP:port or a DNS name and port, e.g. \"api.example.internal:8080\"",
+                )
+            })?;
+            if name.starts_with("*.") {
+                return Err("a backend host name cannot be a wildcard".into());
+            }
+            return match port.parse::<u16>() {
+                Ok(0) => Err("port must not be 0".into()),
+                Ok(port) => Ok(BackendAddress::Host { name, port }),
+                Err(_) => Err(format!("invalid port \"{port}\" in \"{text}\"").into()),
+            };
+        }
+    }
+    let message = format!("invalid address \"{text}\": expected IP:port or host:port");
+    if text.parse::<IpAddr>().is_ok() || !text.contains(':') {
+        Err(Problem::hinted(
+            message,
+            "add a port, e.g. \"10.0.0.1:8080\" or \"api.example.internal:8080\"",
+        ))
+    } else if text.matches(':').count() > 1 && !text.starts_with('[') {
+        Err(Problem::hinted(
+            message,
+            "write IPv6 addresses in brackets, e.g. \"[2001:db8::1]:8080\"",
+        ))
+    } else {
+        Err(message.into())
+    }
+}
+
+/// A DNS SRV name such as `_http._tcp.api.example.internal`, returned lower-case.
+pub(crate) fn srv_name(text: &str) -> Result<String, Problem> {
+    let name = text.trim_end_matches('.');
+    let bad = || {
+        Problem::hinted(
+            format!("invalid SRV name \"{text}\""),
+            "use _service._proto.name, e.g. \"_http._tcp.api.example.internal\"",
+        )
+    };
+    let lower = crate::tls::server_name(name).map_err(|_| bad())?;
+    let labels: Vec<&str> = lower.split('.').collect();
+    if labels.len() < 3 || !labels[0].starts_with('_') || !labels[1].starts_with('_') {
+        return Err(bad());
+    }
+    Ok(lower)
 }
 
 /// An IP network `addr/len`, or a single address (a /32 or /128).
@@ -354,6 +414,23 @@ mod tests {
         assert!(socket_addr("10.0.0.1:0").is_err());
         assert!(socket_addr("10.0.0.1").unwrap_err().hint.is_some());
         assert!(socket_addr("backend.local:80").is_err());
+        assert_eq!(
+            backend_address("API.example.internal:8080"),
+            Ok(BackendAddress::Host {
+                name: "api.example.internal".to_owned(),
+                port: 8080
+            })
+        );
+        assert!(backend_address("10.0.0.1:80").is_ok());
+        assert!(backend_address("backend.local").unwrap_err().hint.is_some());
+        assert!(backend_address("backend.local:0").is_err());
+        assert!(backend_address("bad_host!:80").is_err());
+        assert!(backend_address("*.example.com:80").is_err());
+        assert_eq!(
+            srv_name("_http._tcp.api.example.internal."),
+            Ok("_http._tcp.api.example.internal".to_owned())
+        );
+        assert!(srv_name("api.example.internal").is_err());
     }
 
     #[test]

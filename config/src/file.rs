@@ -39,6 +39,7 @@ pub(crate) struct FileConfig {
     pub outlier: OutlierFile,
     pub retry: RetryFile,
     pub reload: ReloadFile,
+    pub dns: DnsFile,
 }
 
 /// `[node]`
@@ -56,6 +57,39 @@ pub(crate) struct ListenersFile {
     pub http: Option<S<Vec<S<String>>>>,
     pub admin: Option<S<String>>,
     pub proxy_protocol: Option<bool>,
+    pub https: Option<S<Vec<S<HttpsFile>>>>,
+    pub redirect_http: Option<S<Vec<S<String>>>>,
+    pub hsts: Option<S<String>>,
+}
+
+/// One `[[listeners.https]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HttpsFile {
+    pub address: Option<S<String>>,
+    pub certificates: Option<S<Vec<S<CertificateFile>>>>,
+}
+
+/// One entry of `certificates`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CertificateFile {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub names: Option<S<Vec<S<String>>>>,
+    pub default: Option<S<bool>>,
+}
+
+/// `[regions.NAME.tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UpstreamTlsFile {
+    pub enabled: Option<bool>,
+    pub sni: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub client_cert: Option<S<String>>,
+    pub client_key: Option<S<String>>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `[timeouts]`
@@ -128,6 +162,7 @@ pub(crate) struct RegionFile {
     pub hash_key: Option<S<String>>,
     pub backends: Option<S<Vec<S<BackendFile>>>>,
     pub health_check: Option<HealthCheckFile>,
+    pub tls: Option<UpstreamTlsFile>,
 }
 
 /// One entry of `backends`.
@@ -135,7 +170,18 @@ pub(crate) struct RegionFile {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct BackendFile {
     pub address: Option<S<String>>,
+    pub srv: Option<S<String>>,
     pub weight: Option<S<i64>>,
+}
+
+/// `[dns]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DnsFile {
+    pub nameservers: Option<S<Vec<S<String>>>>,
+    pub min_ttl: Option<S<String>>,
+    pub max_ttl: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 /// `[geoip]`

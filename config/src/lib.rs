@@ -27,6 +27,7 @@ mod file;
 pub mod model;
 mod regions;
 mod routing;
+mod tls;
 mod validate;
 
 use std::path::Path;
@@ -37,7 +38,7 @@ pub use model::*;
 use crate::file::FileConfig;
 use crate::validate::{written, Cx};
 
-/// Reads and validates a config file; relative paths inside (geoip.database) resolve against the file's directory.
+/// Reads and validates a config file; relative paths inside (geoip.database, certificate files) resolve against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -58,6 +59,7 @@ pub fn parse(text: &str, origin: &str, base_dir: Option<&Path>) -> Result<Config
     let file: FileConfig = serde_path_to_error::deserialize(deserializer)
         .map_err(|e| ConfigErrors::from(serde_error(e, text, origin)))?;
     let mut cx = Cx::new(text, origin);
+    cx.base_dir = base_dir.map(Path::to_path_buf);
     match validate::validate(&file, &mut cx, base_dir) {
         Some(config) => Ok(config),
         None => Err(ConfigErrors::new(cx.errors)),

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A fully validated Meridian configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +44,8 @@ pub struct Config {
     pub retry: Retry,
     /// Hot reload settings.
     pub reload: Reload,
+    /// DNS resolution of backend names.
+    pub dns: Dns,
 }
 
 impl Config {
@@ -51,6 +55,14 @@ impl Config {
             .iter()
             .position(|r| r.name == self.node.region)
             .unwrap_or(0)
+    }
+
+    /// Whether any backend is a DNS name (host name or SRV).
+    pub fn uses_dns(&self) -> bool {
+        self.regions
+            .iter()
+            .flat_map(|r| &r.backends)
+            .any(|b| b.address.as_static().is_none())
     }
 
     /// Looks a region up by name.
@@ -78,6 +90,91 @@ pub struct Listeners {
     /// Whether every connection on the HTTP listeners starts with a PROXY protocol (v1 or
     /// v2) header; it is honoured from `client.trusted_proxies` only.
     pub proxy_protocol: bool,
+    /// HTTPS listeners (HTTP/1.1 and h2 by ALPN).
+    pub https: Vec<HttpsListener>,
+    /// Plain HTTP listeners that only redirect to HTTPS (308).
+    pub redirect_http: Vec<SocketAddr>,
+    /// The `Strict-Transport-Security` value sent on responses to HTTPS requests.
+    pub hsts: Option<String>,
+}
+
+/// One HTTPS listener and the certificates it serves, chosen by SNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsListener {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its certificates; exactly one has `default` set.
+    pub certificates: Vec<ServerCertificate>,
+}
+
+/// A certificate chain and key an HTTPS listener serves, read from PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCertificate {
+    /// The certificate chain file (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The private key file (PEM).
+    pub key_file: PathBuf,
+    /// Server names it is chosen for (lower-case; `*.example.com` matches one label).
+    pub names: Vec<String>,
+    /// Served when no name matches the client's SNI (or there is none).
+    pub default: bool,
+    /// The chain as read, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key as read.
+    pub key: PrivateKey,
+}
+
+/// A private key read from a PEM file; compared by content, never printed.
+#[derive(Clone)]
+pub struct PrivateKey(pub Arc<PrivateKeyDer<'static>>);
+
+impl PrivateKey {
+    /// The key in DER.
+    pub fn der(&self) -> &PrivateKeyDer<'static> {
+        &self.0
+    }
+}
+
+impl PartialEq for PrivateKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.secret_der() == other.0.secret_der()
+    }
+}
+
+impl Eq for PrivateKey {}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(..)")
+    }
+}
+
+/// TLS to a region's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The server name sent and verified; the backend's IP (or host name) when `None`.
+    pub sni: Option<String>,
+    /// The CA file the backends' certificates are verified against (system roots if `None`).
+    pub ca_file: Option<PathBuf>,
+    /// The CA certificates read from `ca_file`.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// A client certificate presented to the backends.
+    pub client_cert: Option<ClientCertificate>,
+    /// Skip certificate verification entirely (explicit opt-in; warned about at load).
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate chain and key for upstream mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The chain file (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// The key file (PEM).
+    pub key_file: PathBuf,
+    /// The chain as read.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The key as read.
+    pub key: PrivateKey,
 }
 
 /// Timeouts.
@@ -130,15 +227,68 @@ pub struct Region {
     pub balance: Balance,
     /// Active health check settings (global defaults merged with the region's own).
     pub health: HealthCheck,
+    /// TLS to the backends; plain HTTP when `None`.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One upstream backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// The backend's address.
-    pub address: SocketAddr,
-    /// Relative weight, >= 1.
+    /// The backend's address: static, or a DNS name resolved at run time.
+    pub address: BackendAddress,
+    /// Relative weight, >= 1 (every address a name resolves to gets it).
     pub weight: u32,
+}
+
+/// Where a backend is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendAddress {
+    /// A literal IP and port.
+    Static(SocketAddr),
+    /// A host name and port, resolved (A and AAAA) and re-resolved on the record TTL;
+    /// every address becomes a backend.
+    Host {
+        /// The DNS name, lower-case, without a trailing dot.
+        name: String,
+        /// The port.
+        port: u16,
+    },
+    /// A DNS SRV name such as `_http._tcp.api.example.internal`; every target's
+    /// addresses, on the record's port, become backends.
+    Srv(String),
+}
+
+impl BackendAddress {
+    /// The static address, if this is one.
+    pub fn as_static(&self) -> Option<SocketAddr> {
+        match self {
+            BackendAddress::Static(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddress::Static(a) => write!(f, "{a}"),
+            BackendAddress::Host { name, port } => write!(f, "{name}:{port}"),
+            BackendAddress::Srv(name) => write!(f, "srv:{name}"),
+        }
+    }
+}
+
+/// DNS resolution of backend names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Name servers to ask (UDP, then TCP); the system's resolver configuration if empty.
+    pub nameservers: Vec<SocketAddr>,
+    /// The shortest time between two resolutions of a name (a floor on the record TTL).
+    pub min_ttl: Duration,
+    /// The longest time between two resolutions of a name (a ceiling on the record TTL).
+    pub max_ttl: Duration,
+    /// How long one query may take.
+    pub timeout: Duration,
 }
 
 /// Load-balancing algorithm within a region's pool.

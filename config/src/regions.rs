@@ -1,13 +1,12 @@
 //! Validation of `[regions.*]`, their backends and the merged health checks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use crate::checks::{self, Problem};
 use crate::file::{FileConfig, HealthCheckFile, RegionFile, S};
-use crate::model::{Backend, Balance, HealthCheck, ProbeKind, Region};
+use crate::model::{Backend, BackendAddress, Balance, HealthCheck, ProbeKind, Region};
 use crate::validate::Cx;
 
 /// The `balance` values, in the order they are documented.
@@ -220,7 +219,7 @@ pub(crate) fn regions(cx: &mut Cx<'_>, file: &FileConfig) -> Vec<Region> {
             return Vec::new();
         }
     };
-    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    let mut seen: HashMap<BackendAddress, String> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for (i, (name, region)) in entries.iter().enumerate() {
         let key = cx.keys.regions.get(i).cloned();
@@ -235,7 +234,7 @@ fn one_region(
     file: &RegionFile,
     key: Option<Range<usize>>,
     global: &Layer,
-    seen: &mut HashMap<SocketAddr, String>,
+    seen: &mut HashMap<BackendAddress, String>,
 ) -> Region {
     let prefix = format!("regions.{name}");
     if let Err(problem) = checks::region_name(name) {
@@ -251,6 +250,7 @@ fn one_region(
     };
     let merged = own.over(global);
     merged.check_timeout(cx, &own);
+    let tls = crate::tls::upstream_tls(cx, file.tls.as_ref(), key.clone(), &prefix);
     Region {
         name: name.to_owned(),
         latitude,
@@ -258,6 +258,7 @@ fn one_region(
         backends,
         balance,
         health: merged.build(),
+        tls,
     }
 }
 
@@ -335,7 +336,7 @@ fn backends(
     file: &RegionFile,
     key: &Option<Range<usize>>,
     prefix: &str,
-    seen: &mut HashMap<SocketAddr, String>,
+    seen: &mut HashMap<BackendAddress, String>,
 ) -> Vec<Backend> {
     let field = format!("{prefix}.backends");
     let list = match &file.backends {
@@ -363,19 +364,49 @@ fn backends(
             1..=1000,
         );
         let address_field = format!("{at}.address");
-        let Some(written) = &backend.get_ref().address else {
-            cx.missing(Some(backend.span()), &address_field, None);
-            continue;
-        };
-        let Some(address) = cx.check(written, &address_field, |a| checks::socket_addr(a)) else {
-            continue;
+        let srv_field = format!("{at}.srv");
+        let file = backend.get_ref();
+        let (address, written, field) = match (&file.address, &file.srv) {
+            (None, None) => {
+                cx.missing(
+                    Some(backend.span()),
+                    &address_field,
+                    Some("give address = \"IP:port\" or \"host:port\", or srv = \"_service._proto.name\"".to_owned()),
+                );
+                continue;
+            }
+            (Some(_), Some(srv)) => {
+                cx.bad(
+                    srv,
+                    &srv_field,
+                    Problem::hinted(
+                        "a backend has either address or srv, not both",
+                        "split it into two backends",
+                    ),
+                );
+                continue;
+            }
+            (Some(written), None) => {
+                let Some(address) =
+                    cx.check(written, &address_field, |a| checks::backend_address(a))
+                else {
+                    continue;
+                };
+                (address, written, &address_field)
+            }
+            (None, Some(written)) => {
+                let Some(name) = cx.check(written, &srv_field, |s| checks::srv_name(s)) else {
+                    continue;
+                };
+                (BackendAddress::Srv(name), written, &srv_field)
+            }
         };
         if let Some(first) = seen.get(&address) {
             let message = format!("duplicate backend {address}, already listed at {first}");
-            cx.bad(written, &address_field, message);
+            cx.bad(written, field, message);
             continue;
         }
-        seen.insert(address, at);
+        seen.insert(address.clone(), at);
         if let Some(weight) = weight {
             out.push(Backend {
                 address,

@@ -52,6 +52,9 @@ fn minimal_file_gets_all_defaults() {
             http: vec![addr("0.0.0.0:8080")],
             admin: addr("127.0.0.1:9901"),
             proxy_protocol: false,
+            https: vec![],
+            redirect_http: vec![],
+            hsts: None,
         },
         threads,
         timeouts: Timeouts {
@@ -71,11 +74,12 @@ fn minimal_file_gets_all_defaults() {
             latitude: 1.5,
             longitude: -2.0,
             backends: vec![Backend {
-                address: addr("127.0.0.1:8080"),
+                address: BackendAddress::Static(addr("127.0.0.1:8080")),
                 weight: 1,
             }],
             balance: Balance::P2cPeakEwma,
             health: default_health(),
+            tls: None,
         }],
         geoip: GeoIp {
             database: None,
@@ -112,6 +116,12 @@ fn minimal_file_gets_all_defaults() {
         reload: Reload {
             watch: true,
             debounce: Duration::from_millis(500),
+        },
+        dns: Dns {
+            nameservers: vec![],
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
         },
     };
     assert_eq!(config, expected);
@@ -288,11 +298,11 @@ fn full_file_maps_every_key() {
         us.backends,
         vec![
             Backend {
-                address: addr("10.0.1.10:8080"),
+                address: BackendAddress::Static(addr("10.0.1.10:8080")),
                 weight: 2
             },
             Backend {
-                address: addr("10.0.1.11:8080"),
+                address: BackendAddress::Static(addr("10.0.1.11:8080")),
                 weight: 1
             },
         ]
@@ -310,7 +320,10 @@ fn full_file_maps_every_key() {
     );
     let eu = &c.regions[1];
     assert_eq!(eu.balance, Balance::LeastConnections);
-    assert_eq!(eu.backends[0].address, addr("[2001:db8::1]:8080"));
+    assert_eq!(
+        eu.backends[0].address.as_static(),
+        Some(addr("[2001:db8::1]:8080"))
+    );
     assert_eq!(eu.backends[0].weight, 1000);
     assert_eq!(
         eu.health,

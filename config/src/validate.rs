@@ -9,9 +9,9 @@ use crate::checks::{self, Problem};
 use crate::error::{suggest, ConfigError};
 use crate::file::{self, FileConfig, KeySpans, S};
 use crate::model::{
-    Config, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
+    Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
 };
-use crate::{regions, routing};
+use crate::{regions, routing, tls};
 
 /// The longest value text quoted in an error.
 const MAX_SHOWN: usize = 80;
@@ -37,6 +37,8 @@ pub(crate) struct Cx<'a> {
     pub keys: KeySpans,
     /// Errors found so far.
     pub errors: Vec<ConfigError>,
+    /// The config file's directory: relative paths in the file resolve against it.
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl<'a> Cx<'a> {
@@ -47,6 +49,7 @@ impl<'a> Cx<'a> {
             origin,
             keys: KeySpans::collect(text),
             errors: Vec::new(),
+            base_dir: None,
         }
     }
 
@@ -215,6 +218,7 @@ pub(crate) fn validate(
     let outlier = outlier(cx, &file.outlier);
     let retry = retry(cx, &file.retry);
     let reload = reload(cx, &file.reload);
+    let dns = dns(cx, &file.dns);
     if !cx.errors.is_empty() {
         return None;
     }
@@ -233,7 +237,77 @@ pub(crate) fn validate(
         outlier,
         retry,
         reload,
+        dns,
     })
+}
+
+fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
+    let mut nameservers = Vec::new();
+    if let Some(list) = &file.nameservers {
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            let field = format!("dns.nameservers[{i}]");
+            let parsed = cx.check(entry, &field, |text| {
+                // A bare IP means port 53.
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Ok(SocketAddr::new(ip, 53)),
+                    Err(_) => checks::socket_addr(text),
+                }
+            });
+            if let Some(addr) = parsed {
+                if nameservers.contains(&addr) {
+                    cx.bad(entry, &field, format!("duplicate name server {addr}"));
+                } else {
+                    nameservers.push(addr);
+                }
+            }
+        }
+    }
+    let min_default = Duration::from_secs(5);
+    let max_default = Duration::from_secs(300);
+    let min = cx.duration(
+        file.min_ttl.as_ref(),
+        "dns.min_ttl",
+        min_default,
+        Min::AtLeast(Duration::from_millis(100)),
+    );
+    let max = cx.duration(
+        file.max_ttl.as_ref(),
+        "dns.max_ttl",
+        max_default,
+        Min::Positive,
+    );
+    if let (Some(min), Some(max)) = (min, max) {
+        if max < min {
+            let message = format!(
+                "max_ttl ({}) must not be shorter than min_ttl ({})",
+                checks::show(max),
+                checks::show(min)
+            );
+            if let Some(value) = file.max_ttl.as_ref().or(file.min_ttl.as_ref()) {
+                let field = if file.max_ttl.is_some() {
+                    "dns.max_ttl"
+                } else {
+                    "dns.min_ttl"
+                };
+                cx.bad(value, field, message);
+            }
+        }
+    }
+    let timeout_default = Duration::from_secs(2);
+    let timeout = cx
+        .duration(
+            file.timeout.as_ref(),
+            "dns.timeout",
+            timeout_default,
+            Min::Positive,
+        )
+        .unwrap_or(timeout_default);
+    Dns {
+        nameservers,
+        min_ttl: min.unwrap_or(min_default),
+        max_ttl: max.unwrap_or(max_default),
+        timeout,
+    }
 }
 
 fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
@@ -265,13 +339,21 @@ fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
 
 fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
     let mut http: Vec<SocketAddr> = Vec::new();
+    let https_given = file
+        .https
+        .as_ref()
+        .is_some_and(|list| !list.get_ref().is_empty());
     match &file.http {
         None => http.push(SocketAddr::from(([0, 0, 0, 0], 8080))),
+        Some(list) if list.get_ref().is_empty() && https_given => {}
         Some(list) if list.get_ref().is_empty() => {
             cx.bad(
                 list,
                 "listeners.http",
-                "at least one HTTP listener is required",
+                Problem::hinted(
+                    "at least one HTTP or HTTPS listener is required",
+                    "add an address, or a [[listeners.https]] table",
+                ),
             );
         }
         Some(list) => {
@@ -306,10 +388,31 @@ fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
             }
         }
     };
+    let mut taken = http.clone();
+    let https = tls::https_listeners(cx, file.https.as_ref(), &mut taken);
+    let redirect_http = tls::redirect_listeners(
+        cx,
+        file.redirect_http.as_ref(),
+        !https.is_empty(),
+        &mut taken,
+    );
+    let hsts = tls::hsts(cx, file.hsts.as_ref(), !https.is_empty());
+    if taken.contains(&admin) && !http.contains(&admin) {
+        if let Some(a) = &file.admin {
+            cx.bad(
+                a,
+                "listeners.admin",
+                format!("admin listener {admin} is also a proxy listener"),
+            );
+        }
+    }
     Listeners {
         http,
         admin,
         proxy_protocol: file.proxy_protocol.unwrap_or(false),
+        https,
+        redirect_http,
+        hsts,
     }
 }
 

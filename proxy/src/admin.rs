@@ -76,6 +76,7 @@ pub fn status(inst: &Instance) -> Value {
                     json!({
                         "id": &*s.id,
                         "address": s.addr.to_string(),
+                        "host": &*s.host,
                         "weight": m.weight,
                         "health": s.health.get().as_str(),
                         "usable": s.usable(now),
@@ -132,7 +133,31 @@ pub fn status(inst: &Instance) -> Value {
             "generation": r.generation,
         })),
         "regions": regions,
+        "dns": dns(inst),
     })
+}
+
+/// The `dns` part of `/status`: every backend DNS name, its last good answer and the
+/// latest attempt's outcome.
+fn dns(inst: &Instance) -> Value {
+    let names: Vec<Value> = inst
+        .dns
+        .report()
+        .into_iter()
+        .map(|(name, s)| {
+            json!({
+                "name": name.to_string(),
+                "resolved": s.resolved,
+                "addresses": s.addrs.iter().map(|a| a.addr.to_string()).collect::<Vec<_>>(),
+                "last_ok": s.last_ok.map(unix),
+                "last_attempt": s.last_attempt.map(unix),
+                "error": s.last_error,
+                "consecutive_failures": s.failures,
+                "refresh_s": s.refresh.as_secs_f64(),
+            })
+        })
+        .collect();
+    json!({ "names": names })
 }
 
 #[async_trait]

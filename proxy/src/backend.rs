@@ -21,6 +21,8 @@ pub struct BackendState {
     pub region: Arc<str>,
     /// Its address.
     pub addr: SocketAddr,
+    /// The host it was configured as: a DNS name, else the IP (the default TLS server name).
+    pub host: Arc<str>,
     /// The address as a label string.
     pub addr_label: Arc<str>,
     /// Health according to active probes.
@@ -51,11 +53,17 @@ pub struct ProbeReport {
 impl BackendState {
     /// A new backend with no history.
     pub fn new(region: &str, addr: SocketAddr, metrics: &Metrics) -> Self {
+        Self::named(region, addr, addr.ip().to_string().into(), metrics)
+    }
+
+    /// A new backend with no history, found by resolving the DNS name `host`.
+    pub fn named(region: &str, addr: SocketAddr, host: Arc<str>, metrics: &Metrics) -> Self {
         let addr_label: Arc<str> = addr.to_string().into();
         BackendState {
             id: format!("{region}/{addr}").into(),
             region: region.into(),
             addr,
+            host,
             metrics: metrics.backend(region, &addr_label),
             addr_label,
             health: HealthCell::default(),

@@ -75,7 +75,7 @@ pub fn check(path: &std::path::Path) -> bool {
                     config.node.region,
                     config.regions.len(),
                     backends,
-                    config.listeners.http.len(),
+                    config.listeners.http.len() + config.listeners.https.len(),
                     db
                 );
                 true

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::tls::CertResolver;
 
 /// The outcome of the latest reload attempt, for `/status`.
 #[derive(Debug, Clone)]
@@ -50,9 +51,13 @@ pub struct Instance {
     pub last_reload: Mutex<Option<ReloadRecord>>,
     /// Serializes reloads (SIGHUP, file watch and the admin API may race).
     pub(crate) reload_lock: Mutex<()>,
+    /// The SNI certificate resolvers of the HTTPS listeners, in `listeners.https` order.
+    pub certs: Vec<Arc<CertResolver>>,
+    /// Resolved backend DNS names.
+    pub dns: crate::discovery::DnsState,
 }
 
-/// Errors building the GeoIP locator of a config.
+/// Errors building the GeoIP locator or the TLS state of a config.
 #[derive(Debug, thiserror::Error)]
 pub enum LocatorError {
     /// The database could not be opened.
@@ -61,6 +66,9 @@ pub enum LocatorError {
     /// An override's country code is not a two-letter code.
     #[error("geoip.overrides: country {0:?} is not a two-letter code")]
     Country(String),
+    /// TLS state (certificates, upstream trust) could not be built.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Builds the GeoIP locator a config asks for (reads the database file afresh).
@@ -95,7 +103,17 @@ impl Instance {
         let locator = Arc::new(build_locator(&config)?);
         let metrics = Metrics::new();
         let config_path = config.source.clone();
-        let snap = Snapshot::build(Arc::new(config), locator, None, &metrics);
+        let certs = crate::tls::cert_sets(&config.listeners.https)?
+            .into_iter()
+            .map(|set| Arc::new(CertResolver::new(set)))
+            .collect();
+        let snap = Snapshot::build(
+            Arc::new(config),
+            locator,
+            None,
+            &metrics,
+            &crate::discovery::Answers::new(),
+        )?;
         metrics.config_generation.set(snap.generation as i64);
         let (changed, _) = watch::channel(snap.generation);
         Ok(Arc::new(Instance {
@@ -108,6 +126,8 @@ impl Instance {
             changed,
             last_reload: Mutex::new(None),
             reload_lock: Mutex::new(()),
+            certs,
+            dns: crate::discovery::DnsState::default(),
         }))
     }
 

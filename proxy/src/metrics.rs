@@ -35,6 +35,9 @@ pub struct Metrics {
     reloads: IntCounterVec,
     /// The generation of the routing snapshot in use.
     pub config_generation: IntGauge,
+    dns_resolutions: IntCounterVec,
+    dns_addresses: IntGaugeVec,
+    dns_failing: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
@@ -171,8 +174,47 @@ impl Metrics {
                 )
                 .expect("valid metric definition"),
             ),
+            dns_resolutions: counter_vec!(
+                r,
+                "meridian_dns_resolutions_total",
+                "Resolutions of backend DNS names by result",
+                &["name", "result"]
+            ),
+            dns_addresses: gauge(
+                "meridian_dns_addresses",
+                "Addresses a backend DNS name currently has (the last good answer)",
+                &["name"],
+            ),
+            dns_failing: gauge(
+                "meridian_dns_failing",
+                "1 while the latest resolution of a backend DNS name failed (the last good answer is kept)",
+                &["name"],
+            ),
             registry,
         }
+    }
+
+    /// Records a resolution of a backend DNS name.
+    pub fn dns_resolution(&self, name: &str, ok: bool, addresses: usize) {
+        let result = if ok { "success" } else { "failure" };
+        self.dns_resolutions
+            .with_label_values(&[name, result])
+            .inc();
+        self.dns_addresses
+            .with_label_values(&[name])
+            .set(i64::try_from(addresses).unwrap_or(i64::MAX));
+        self.dns_failing
+            .with_label_values(&[name])
+            .set(i64::from(!ok));
+    }
+
+    /// Drops the series of a DNS name that left the configuration.
+    pub fn forget_dns_name(&self, name: &str) {
+        for result in ["success", "failure"] {
+            let _ = self.dns_resolutions.remove_label_values(&[name, result]);
+        }
+        let _ = self.dns_addresses.remove_label_values(&[name]);
+        let _ = self.dns_failing.remove_label_values(&[name]);
     }
 
     /// Pre-resolved handles for one backend.

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use meridian_config::{HealthCheck, ProbeKind};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,6 +28,7 @@ use tokio::time::Instant;
 use crate::backend::{BackendState, ProbeReport};
 use crate::health::{Health, Hysteresis};
 use crate::instance::Instance;
+use crate::tls::UpstreamPeerTls;
 
 /// How often region measurements are published.
 const MEASURE_EVERY: Duration = Duration::from_millis(100);
@@ -47,11 +50,26 @@ struct ProbeTask {
     settings: watch::Sender<ProbeSettings>,
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 struct ProbeSettings {
     check: HealthCheck,
     decay: Duration,
     max_ejection: Duration,
+    tls: Option<Arc<UpstreamPeerTls>>,
+}
+
+impl PartialEq for ProbeSettings {
+    fn eq(&self, other: &Self) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_tls
+            && self.check == other.check
+            && self.decay == other.decay
+            && self.max_ejection == other.max_ejection
+    }
 }
 
 #[async_trait]
@@ -85,6 +103,7 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
             check: region.health.clone(),
             decay: cfg.latency.decay,
             max_ejection: cfg.outlier.max_ejection,
+            tls: region.tls.clone(),
         };
         match tasks.get(&state.id) {
             Some(t) if !t.handle.is_finished() => {
@@ -123,7 +142,13 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
         let started = Instant::now();
         let result = match tokio::time::timeout(
             s.check.timeout,
-            probe_once(state.addr, &s.check.kind),
+            probe_once(
+                state.addr,
+                &s.check.kind,
+                s.tls
+                    .as_ref()
+                    .map(|t| (&t.probe_config, t.server_name(&state.host))),
+            ),
         )
         .await
         {
@@ -165,15 +190,43 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
     }
 }
 
-/// One probe: `Ok` when healthy, else a short reason.
-pub async fn probe_once(addr: SocketAddr, kind: &ProbeKind) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
+/// One probe: `Ok` when healthy, else a short reason. With `tls` (a client config and the
+/// server name), an `http` probe speaks HTTPS and fails on a bad certificate; a `tcp` probe
+/// only connects.
+pub async fn probe_once(
+    addr: SocketAddr,
+    kind: &ProbeKind,
+    tls: Option<(&Arc<ClientConfig>, String)>,
+) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    if matches!(kind, ProbeKind::Tcp) {
+        return Ok(());
+    }
+    match tls {
+        None => probe_http(stream, addr, kind).await,
+        Some((config, name)) => {
+            let server_name = ServerName::try_from(name.clone())
+                .map_err(|e| format!("tls: server name {name:?}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(server_name, stream)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            probe_http(stream, addr, kind).await
+        }
+    }
+}
+
+async fn probe_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    kind: &ProbeKind,
+) -> Result<(), String> {
     let ProbeKind::Http { path, host, expect } = kind else {
         return Ok(());
     };
-    let _ = stream.set_nodelay(true);
     let host = host.clone().unwrap_or_else(|| addr.to_string());
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: meridian-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
@@ -243,6 +296,8 @@ async fn measure_loop(inst: Arc<Instance>) {
                 .state
                 .publish(measured.min(f64::from(u32::MAX)) as u32, usable);
         }
+        // Backend names must have had their first resolution (and its backends a probe).
+        let all_probed = all_probed && inst.dns.first_round_done();
         if all_probed && !inst.ready.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 generation = snap.generation,
@@ -284,13 +339,16 @@ mod tests {
     #[tokio::test]
     async fn http_probe_checks_the_status_range_and_sends_host() {
         let (addr, seen) = server(204).await;
-        assert_eq!(probe_once(addr, &http("/ready", 200..=299)).await, Ok(()));
+        assert_eq!(
+            probe_once(addr, &http("/ready", 200..=299), None).await,
+            Ok(())
+        );
         let req = seen.await.unwrap();
         assert!(req.starts_with("GET /ready HTTP/1.1\r\n"), "{req}");
         assert!(req.contains("Host: health.internal\r\n"), "{req}");
         let (addr, _) = server(503).await;
         assert_eq!(
-            probe_once(addr, &http("/", 200..=399)).await,
+            probe_once(addr, &http("/", 200..=399), None).await,
             Err("status 503".to_string())
         );
     }
@@ -299,9 +357,9 @@ mod tests {
     async fn tcp_probe_is_a_connect() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        assert_eq!(probe_once(addr, &ProbeKind::Tcp).await, Ok(()));
+        assert_eq!(probe_once(addr, &ProbeKind::Tcp, None).await, Ok(()));
         drop(l);
-        let err = probe_once(addr, &ProbeKind::Tcp).await.unwrap_err();
+        let err = probe_once(addr, &ProbeKind::Tcp, None).await.unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
     }
 
@@ -313,7 +371,9 @@ mod tests {
             let (mut s, _) = l.accept().await.unwrap();
             let _ = s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
         });
-        let err = probe_once(addr, &http("/", 200..=399)).await.unwrap_err();
+        let err = probe_once(addr, &http("/", 200..=399), None)
+            .await
+            .unwrap_err();
         assert!(err.starts_with("bad response"), "{err}");
     }
 }

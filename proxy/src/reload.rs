@@ -41,6 +41,15 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<String> {
     if old.listeners.proxy_protocol != new.listeners.proxy_protocol {
         out.push("listeners.proxy_protocol".to_string());
     }
+    let https = |c: &Config| -> Vec<std::net::SocketAddr> {
+        c.listeners.https.iter().map(|l| l.address).collect()
+    };
+    if https(old) != https(new) {
+        out.push("listeners.https addresses".to_string());
+    }
+    if old.listeners.redirect_http != new.listeners.redirect_http {
+        out.push("listeners.redirect_http".to_string());
+    }
     if old.listeners.admin != new.listeners.admin {
         out.push("listeners.admin".to_string());
     }
@@ -132,29 +141,75 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
         );
         return Ok(ReloadOutcome::NeedsUpgrade(msg));
     }
+    let origin = config
+        .source
+        .as_deref()
+        .unwrap_or(Path::new("<config>"))
+        .display()
+        .to_string();
+    let reject = |e: &dyn std::fmt::Display| {
+        let msg = format!("{origin}: {e}");
+        tracing::error!(trigger, "reload rejected; the running config stays: {msg}");
+        record(
+            inst,
+            trigger,
+            "invalid",
+            Some(msg.clone()),
+            inst.snapshot().generation,
+        );
+        Err(msg)
+    };
     let locator = match build_locator(&config) {
         Ok(l) => Arc::new(l),
-        Err(e) => {
-            let msg = format!(
-                "{}: {e}",
-                config
-                    .source
-                    .as_deref()
-                    .unwrap_or(Path::new("<config>"))
-                    .display()
-            );
-            tracing::error!(trigger, "reload rejected; the running config stays: {msg}");
-            record(
-                inst,
-                trigger,
-                "invalid",
-                Some(msg.clone()),
-                inst.snapshot().generation,
-            );
-            return Err(msg);
-        }
+        Err(e) => return reject(&e),
     };
-    let next = Snapshot::build(Arc::new(config), locator, Some(&current), &inst.metrics);
+    // Certificates are re-read by validation; build them all before anything is swapped.
+    let certs = match crate::tls::cert_sets(&config.listeners.https) {
+        Ok(c) => c,
+        Err(e) => return reject(&e),
+    };
+    let swapped = match rebuild(inst, Arc::new(config), locator, &current, trigger) {
+        Ok(s) => s,
+        Err(e) => return reject(&e),
+    };
+    // Same listeners as before (`unswappable` checked), so the resolvers line up.
+    for (resolver, set) in inst.certs.iter().zip(certs) {
+        resolver.store(set);
+    }
+    let generation = swapped.generation;
+    tracing::info!(
+        trigger,
+        generation,
+        backends = swapped.backends,
+        removed = swapped.removed,
+        "config reloaded"
+    );
+    Ok(ReloadOutcome::Applied { generation })
+}
+
+/// What a [`rebuild`] swapped in.
+#[derive(Debug, Clone, Copy)]
+pub struct Swapped {
+    /// The new snapshot's generation.
+    pub generation: u64,
+    /// Backends in it.
+    pub backends: usize,
+    /// Backends of the previous snapshot it no longer has.
+    pub removed: usize,
+}
+
+/// Builds a snapshot of `config` over `current` (carrying live state by ID, with the
+/// latest DNS answers) and swaps it in. Shared by reloads and DNS discovery; callers hold
+/// `reload_lock`, so `current` is the snapshot in use.
+pub fn rebuild(
+    inst: &Instance,
+    config: Arc<Config>,
+    locator: Arc<meridian_geoip::Locator>,
+    current: &Snapshot,
+    trigger: &str,
+) -> Result<Swapped, crate::tls::TlsError> {
+    let answers = inst.dns.answers();
+    let next = Snapshot::build(config, locator, Some(current), &inst.metrics, &answers)?;
     let generation = next.generation;
     let removed: Vec<(Arc<str>, Arc<str>)> = current
         .removed_in(&next)
@@ -166,16 +221,39 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
     record(inst, trigger, "ok", None, generation);
     inst.swap(next);
     for (region, addr) in &removed {
+        tracing::info!(trigger, region = %region, backend = %addr, "backend removed; requests in flight finish on it (draining)");
         inst.metrics.forget_backend(region, addr);
     }
-    tracing::info!(
-        trigger,
+    Ok(Swapped {
         generation,
         backends,
-        removed = removed.len(),
-        "config reloaded"
+        removed: removed.len(),
+    })
+}
+
+/// Rebuilds the current config's snapshot (after a DNS change), under the reload lock.
+pub fn rebuild_current(inst: &Instance, trigger: &str) -> Result<(), String> {
+    let _serial = inst
+        .reload_lock
+        .lock()
+        .map_err(|_| "reload lock poisoned")?;
+    let current = inst.snapshot();
+    let swapped = rebuild(
+        inst,
+        current.config.clone(),
+        current.locator.clone(),
+        &current,
+        trigger,
+    )
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        trigger,
+        generation = swapped.generation,
+        backends = swapped.backends,
+        removed = swapped.removed,
+        "backend addresses changed"
     );
-    Ok(ReloadOutcome::Applied { generation })
+    Ok(())
 }
 
 /// The background service that turns SIGHUP and file changes into reloads.

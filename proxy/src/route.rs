@@ -224,7 +224,14 @@ backends = [{ address = "127.0.0.1:1004" }]
         let text = format!("[node]\nregion = \"us-east\"\n{extra}\n{REGIONS}");
         let config = meridian_config::parse(&text, "test.toml", None).unwrap();
         let locator = Arc::new(Locator::builtin(Vec::new()).unwrap());
-        let snap = Snapshot::build(Arc::new(config), locator, None, &Metrics::new());
+        let snap = Snapshot::build(
+            Arc::new(config),
+            locator,
+            None,
+            &Metrics::new(),
+            &Default::default(),
+        )
+        .unwrap();
         for r in &snap.regions {
             r.state.publish(0, 1);
         }

@@ -1,9 +1,10 @@
-//! Builds the pingora `Server` of one instance: the proxy service on every HTTP listener,
-//! the admin service, and the background services (prober, reload triggers, watchdog).
+//! Builds the pingora `Server` of one instance: the proxy service on every HTTP and HTTPS
+//! listener, the admin service, the HTTP→HTTPS redirect service, and the background services (prober, reload triggers, watchdog).
 
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -72,28 +73,49 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut http = HttpServerOptions::default();
-    http.h2c = true;
-    let mut app =
-        pingora::proxy::http_proxy(&server.configuration, MeridianProxy::new(inst.clone()));
-    app.server_options = Some(http);
-    let listen = |add: &mut dyn FnMut(&str, TcpSocketOptions)| {
-        for addr in &cfg.listeners.http {
-            let mut sock = TcpSocketOptions::default();
-            sock.ipv6_only = addr.is_ipv6().then_some(true);
-            add(&addr.to_string(), sock);
-        }
+    let conf = server.configuration.clone();
+    let new_app = || {
+        let mut app = pingora::proxy::http_proxy(&conf, MeridianProxy::new(inst.clone()));
+        let mut http = HttpServerOptions::default();
+        http.h2c = true;
+        app.server_options = Some(http);
+        app
     };
+    let sock = |addr: &std::net::SocketAddr| {
+        let mut sock = TcpSocketOptions::default();
+        sock.ipv6_only = addr.is_ipv6().then_some(true);
+        sock
+    };
+    let mut proxy = Service::new("meridian proxy".to_string(), new_app());
     if cfg.listeners.proxy_protocol {
-        let mut proxy = Service::new(
-            "meridian proxy".to_string(),
-            ProxyProtocol::new(app, inst.clone()),
+        // PROXY headers precede HTTP on the plain listeners: a wrapped app reads them first.
+        let mut pp = Service::new(
+            "meridian proxy (PROXY protocol)".to_string(),
+            ProxyProtocol::new(new_app(), inst.clone()),
         );
-        listen(&mut |a, s| proxy.add_tcp_with_settings(a, s));
-        server.add_service(proxy);
+        for addr in &cfg.listeners.http {
+            pp.add_tcp_with_settings(&addr.to_string(), sock(addr));
+        }
+        server.add_service(pp);
     } else {
-        let mut proxy = Service::new("meridian proxy".to_string(), app);
-        listen(&mut |a, s| proxy.add_tcp_with_settings(a, s));
+        for addr in &cfg.listeners.http {
+            proxy.add_tcp_with_settings(&addr.to_string(), sock(addr));
+        }
+    }
+    for (listener, resolver) in cfg.listeners.https.iter().zip(&inst.certs) {
+        // The resolver owns certificate selection; reloads swap its set in place.
+        let Ok(mut tls) = TlsSettings::intermediate("", "") else {
+            continue;
+        };
+        tls.set_cert_resolver(resolver.clone());
+        tls.enable_h2();
+        proxy.add_tls_with_settings(
+            &listener.address.to_string(),
+            Some(sock(&listener.address)),
+            tls,
+        );
+    }
+    if !cfg.listeners.proxy_protocol || !cfg.listeners.https.is_empty() {
         server.add_service(proxy);
     }
 
@@ -105,7 +127,24 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     admin.add_tcp(&cfg.listeners.admin.to_string());
 
     server.add_service(admin);
+    if !cfg.listeners.redirect_http.is_empty() {
+        let mut redirect = Service::new(
+            "meridian https redirect".to_string(),
+            pingora::apps::http_app::HttpServer::new_app(crate::redirect::Redirect::new(
+                inst.clone(),
+            )),
+        );
+        redirect.threads = Some(1);
+        for addr in &cfg.listeners.redirect_http {
+            redirect.add_tcp_with_settings(&addr.to_string(), sock(addr));
+        }
+        server.add_service(redirect);
+    }
     server.add_service(background_service("prober", Prober::new(inst.clone())));
+    server.add_service(background_service(
+        "dns discovery",
+        crate::discovery::Discovery::new(inst.clone()),
+    ));
     let inst_for_drain = inst.clone();
     server.add_service(background_service("reload", ReloadTriggers::new(inst)));
     server.add_service(background_service("watchdog", Watchdog));

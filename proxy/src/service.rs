@@ -71,6 +71,8 @@ pub struct Ctx {
     /// Whether the current attempt's outcome was already fed to outlier detection.
     outcome_recorded: bool,
     no_backend: bool,
+    /// Whether the client connection is TLS (an HTTPS listener).
+    tls: bool,
 }
 
 const NO_BACKEND_BODY: &str = "503 Service Unavailable: no healthy backend is available\n";
@@ -149,10 +151,12 @@ impl ProxyHttp for MeridianProxy {
             hash: None,
             outcome_recorded: true,
             no_backend: false,
+            tls: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let snap = &ctx.snap;
         session.set_keepalive(Some(snap.config.timeouts.downstream_idle.as_secs().max(1)));
         let peer = session
@@ -234,7 +238,18 @@ impl ProxyHttp for MeridianProxy {
                 ctx.outcome_recorded = false;
                 ctx.inflight = Some(member.state.latency.start());
                 let t = &snap.config.timeouts;
-                let mut peer = HttpPeer::new(member.state.addr, false, String::new());
+                let mut peer = match &region.tls {
+                    None => HttpPeer::new(member.state.addr, false, String::new()),
+                    Some(tls) => {
+                        let sni = tls.server_name(&member.state.host);
+                        let mut peer = HttpPeer::new(member.state.addr, true, sni);
+                        peer.options.verify_cert = tls.verify;
+                        peer.options.verify_hostname = tls.verify;
+                        peer.options.ca = tls.ca.clone();
+                        peer.client_cert_key = tls.client_cert.clone();
+                        peer
+                    }
+                };
                 peer.options.connection_timeout = Some(t.connect);
                 peer.options.read_timeout = Some(t.read);
                 peer.options.write_timeout = Some(t.write);
@@ -341,11 +356,12 @@ impl ProxyHttp for MeridianProxy {
             };
             upstream.insert_header(client::X_FORWARDED_FOR.clone(), xff)?;
         }
+        let proto = if ctx.tls { "https" } else { "http" };
         if !trusted {
             upstream.remove_header(&client::FORWARDED);
-            upstream.insert_header("x-forwarded-proto", "http")?;
+            upstream.insert_header("x-forwarded-proto", proto)?;
         } else if upstream.headers.get("x-forwarded-proto").is_none() {
-            upstream.insert_header("x-forwarded-proto", "http")?;
+            upstream.insert_header("x-forwarded-proto", proto)?;
         }
         let via = if session.is_http2() {
             ctx.snap.via.replacen("1.1", "2", 1)
@@ -407,6 +423,11 @@ impl ProxyHttp for MeridianProxy {
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             session.set_keepalive(None);
+        }
+        if ctx.tls {
+            if let Some(hsts) = &ctx.snap.config.listeners.hsts {
+                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
+            }
         }
         if ctx.snap.config.steering.expose_headers {
             if let Some(a) = ctx.current {

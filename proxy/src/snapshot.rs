@@ -4,6 +4,7 @@
 //! snapshot by stable ID, so a reload never resets it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,9 +13,11 @@ use meridian_config::{Config, HealthCheck};
 use meridian_geoip::{Coordinates, Locator};
 
 use crate::backend::BackendState;
+use crate::discovery::Answers;
 use crate::metrics::{Metrics, RegionMetrics};
 use crate::pick::{Balancer, Member};
 use crate::route::RegionList;
+use crate::tls::{TlsError, UpstreamPeerTls};
 
 /// Live per-region state, carried across reloads by region name.
 #[derive(Debug)]
@@ -78,6 +81,8 @@ pub struct RegionPool {
     pub state: Arc<RegionState>,
     /// Active health check settings.
     pub health: HealthCheck,
+    /// TLS to the backends (`None`: plain HTTP).
+    pub tls: Option<Arc<UpstreamPeerTls>>,
 }
 
 /// An immutable routing snapshot.
@@ -113,44 +118,71 @@ impl std::fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot, taking live state from `previous` for backends and regions that
-    /// are still configured.
+    /// are still configured (and a region's upstream TLS state while its settings hold).
+    /// Backends given as DNS names get one member per address in `answers` (none while the
+    /// name has never resolved).
     pub fn build(
         config: Arc<Config>,
         locator: Arc<Locator>,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
-    ) -> Snapshot {
+        answers: &Answers,
+    ) -> Result<Snapshot, TlsError> {
         let mut old_backends: HashMap<&str, &Arc<BackendState>> = HashMap::new();
-        let mut old_regions: HashMap<&str, &Arc<RegionState>> = HashMap::new();
+        let mut old_regions: HashMap<&str, &RegionPool> = HashMap::new();
         if let Some(prev) = previous {
             for r in &prev.regions {
-                old_regions.insert(&r.name, &r.state);
+                old_regions.insert(&r.name, r);
                 for m in &r.members {
                     old_backends.insert(&m.state.id, &m.state);
                 }
             }
         }
+        let mut tls: Vec<Option<Arc<UpstreamPeerTls>>> = Vec::with_capacity(config.regions.len());
+        for r in &config.regions {
+            let old = old_regions
+                .get(r.name.as_str())
+                .and_then(|p| p.tls.as_ref());
+            tls.push(match (&r.tls, old) {
+                (None, _) => None,
+                (Some(want), Some(old)) if old.settings == *want => Some(old.clone()),
+                (Some(want), _) => Some(Arc::new(UpstreamPeerTls::build(&r.name, want)?)),
+            });
+        }
         let regions: Vec<RegionPool> = config
             .regions
             .iter()
-            .map(|r| {
-                let members: Vec<Member> = r
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let id = format!("{}/{}", r.name, b.address);
+            .zip(tls)
+            .map(|(r, tls)| {
+                let mut members: Vec<Member> = Vec::with_capacity(r.backends.len());
+                let mut ids = std::collections::HashSet::new();
+                for b in &r.backends {
+                    let weight = b.weight.max(1);
+                    let mut add = |addr: SocketAddr, host: Option<&Arc<str>>| {
+                        let id = format!("{}/{}", r.name, addr);
+                        if !ids.insert(id.clone()) {
+                            return; // a name resolving to an address listed already
+                        }
                         let state = match old_backends.get(id.as_str()) {
                             Some(s) => Arc::clone(s),
-                            None => Arc::new(BackendState::new(&r.name, b.address, metrics)),
+                            None => Arc::new(match host {
+                                None => BackendState::new(&r.name, addr, metrics),
+                                Some(h) => BackendState::named(&r.name, addr, h.clone(), metrics),
+                            }),
                         };
-                        Member {
-                            state,
-                            weight: b.weight.max(1),
+                        members.push(Member { state, weight });
+                    };
+                    match b.address.as_static() {
+                        Some(addr) => add(addr, None),
+                        None => {
+                            for a in answers.get(&b.address).into_iter().flatten() {
+                                add(a.addr, Some(&a.host));
+                            }
                         }
-                    })
-                    .collect();
+                    }
+                }
                 let state = match old_regions.get(r.name.as_str()) {
-                    Some(s) => Arc::clone(s),
+                    Some(p) => Arc::clone(&p.state),
                     None => Arc::new(RegionState::new(metrics.region(&r.name))),
                 };
                 RegionPool {
@@ -163,6 +195,7 @@ impl Snapshot {
                     members,
                     state,
                     health: r.health.clone(),
+                    tls,
                 }
             })
             .collect();
@@ -188,7 +221,7 @@ impl Snapshot {
             local_order.push(local as u16);
         }
         local_order.extend(by_distance.into_iter().map(|(_, i)| i));
-        Snapshot {
+        Ok(Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             via: format!("1.1 {}", config.node.name),
             config,
@@ -198,7 +231,7 @@ impl Snapshot {
             local_order,
             locator,
             built_at: SystemTime::now(),
-        }
+        })
     }
 
     /// Every backend in the snapshot.

@@ -98,8 +98,17 @@ pub fn region(name: &str, lat: f64, lon: f64, backends: &[&Backend], extra: &str
 }
 
 impl Meridian {
-    /// Writes `config` and starts `meridian run`; waits until `/healthz` is 200.
+    /// Writes `config` and starts `meridian run`; waits until `/healthz` is 200 and every
+    /// backend is up.
     pub fn start(config: &str, listen: SocketAddr, admin: SocketAddr) -> Meridian {
+        let m = Meridian::start_ready(config, listen, admin);
+        m.wait_all_up(Duration::from_secs(30));
+        m
+    }
+
+    /// Like [`Meridian::start`], but only waits for `/healthz` (the first probe round),
+    /// not for every backend to be up.
+    pub fn start_ready(config: &str, listen: SocketAddr, admin: SocketAddr) -> Meridian {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("meridian.toml");
         std::fs::write(&path, config).expect("write config");
@@ -112,8 +121,12 @@ impl Meridian {
         };
         m.spawn(false);
         m.wait_ready(Duration::from_secs(30));
-        m.wait_all_up(Duration::from_secs(30));
         m
+    }
+
+    /// `POST /reload` on the admin API: status and body.
+    pub fn reload(&self) -> (u16, String) {
+        blocking_request(self.admin, "POST", "/reload", &[], b"").expect("reload")
     }
 
     /// Waits until every configured backend reads `up` in `/status` (a first probe can

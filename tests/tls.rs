@@ -1,0 +1,491 @@
+//! End-to-end TLS: HTTPS listeners (SNI selection, ALPN h2, HSTS, X-Forwarded-Proto),
+//! certificate reload, the HTTP→HTTPS redirect, and TLS to upstreams (CA verification,
+//! client certificates). Certificates are made in the test with rcgen; clients and the TLS
+//! backend are rustls on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A test certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, as PEM and DER.
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca { issuer }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf for `names` (DNS names or IPs), with `cn` as its common name.
+    fn leaf(&self, names: &[&str], cn: &str) -> Leaf {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+}
+
+impl Leaf {
+    /// Writes `NAME.pem` and `NAME.key` into `dir`; returns their paths.
+    fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, &self.cert_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+}
+
+/// A TLS connection to `addr` trusting `ca`; without `sni` the IP is the server name
+/// (rustls then sends no SNI).
+async fn connect(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    ca: &Ca,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_string()).unwrap(),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+fn served(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// The certificate the listener serves for `sni`.
+async fn served_for(addr: SocketAddr, sni: Option<&str>, ca: &Ca) -> CertificateDer<'static> {
+    let s = tokio::time::timeout(
+        Duration::from_secs(10),
+        connect(addr, sni, ca, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    served(&s)
+}
+
+/// A response: status, headers, body.
+type Reply = (u16, http::HeaderMap, String);
+
+/// One HTTP/1.1 or h2 GET over an established TLS stream.
+async fn get(stream: TlsStream<TcpStream>, authority: &str, path: &str) -> Reply {
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(stream);
+    let req = http::Request::get(format!("https://{authority}{path}"))
+        .header(http::header::HOST, authority)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = if h2 {
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = req;
+        req.headers_mut().remove(http::header::HOST);
+        tx.send_request(req).await.unwrap()
+    } else {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let (mut parts, body) = req.into_parts();
+        parts.uri = path.parse().unwrap();
+        tx.send_request(http::Request::from_parts(parts, body))
+            .await
+            .unwrap()
+    };
+    assert_eq!(resp.version() == http::Version::HTTP_2, h2);
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).to_string(),
+    )
+}
+
+/// The `[listeners]` part of a config with one HTTPS listener.
+fn listeners(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    https: SocketAddr,
+    extra: &str,
+    certs: &str,
+) -> String {
+    format!(
+        r#"threads = 2
+
+[node]
+region = "local"
+
+[listeners]
+http = ["{listen}"]
+admin = "{admin}"
+{extra}
+
+[[listeners.https]]
+address = "{https}"
+certificates = [
+{certs}
+]
+
+[logging]
+level = "info"
+
+[health_check]
+interval = "300ms"
+timeout = "300ms"
+rise = 2
+fall = 2
+"#
+    )
+}
+
+fn cert_entry(paths: &(PathBuf, PathBuf), extra: &str) -> String {
+    format!(
+        "  {{ cert = \"{}\", key = \"{}\"{extra} }},",
+        paths.0.display(),
+        paths.1.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_listener_picks_certificates_by_sni_and_speaks_h2() {
+    let ca = Ca::new("Meridian test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let api = ca.leaf(&["api.example.test"], "api");
+    let wild = ca.leaf(&["*.example.test"], "wildcard");
+    let default = ca.leaf(&["default.test", "127.0.0.1"], "default");
+    let certs = [
+        cert_entry(
+            &api.write(dir.path(), "api"),
+            ", names = [\"api.example.test\"]",
+        ),
+        cert_entry(&wild.write(dir.path(), "wild"), ""),
+        cert_entry(&default.write(dir.path(), "default"), ", default = true"),
+    ]
+    .join("\n");
+    let b1 = backend("b1", "local").await;
+    let (listen, admin, https, redir) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let mut cfg = listeners(
+        listen,
+        admin,
+        https,
+        &format!("redirect_http = [\"{redir}\"]\nhsts = \"365d\""),
+        &certs,
+    );
+    cfg.push_str(&region("local", 50.0, 8.0, &[&b1], ""));
+    let m = start(cfg, listen, admin).await;
+
+    // SNI selection: exact, wildcard (names from the certificate), default, no SNI.
+    assert_eq!(
+        served_for(https, Some("api.example.test"), &ca).await,
+        api.der
+    );
+    assert_eq!(
+        served_for(https, Some("www.example.test"), &ca).await,
+        wild.der
+    );
+    assert_eq!(
+        served_for(https, Some("default.test"), &ca).await,
+        default.der
+    );
+    assert_eq!(served_for(https, None, &ca).await, default.der);
+    // An unknown name gets the default certificate, which does not cover it.
+    assert!(connect(https, Some("other.test"), &ca, &[]).await.is_err());
+
+    // HTTP/1.1 over TLS: the backend sees X-Forwarded-Proto https; HSTS is sent.
+    let s = connect(https, Some("api.example.test"), &ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (status, headers, _) = get(s, "api.example.test", "/echo").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-echo-h-x-forwarded-proto"], "https");
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+
+    // h2 by ALPN.
+    let s = connect(https, Some("api.example.test"), &ca, &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (status, headers, body) = get(s, "api.example.test", "/echo").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-echo-h-x-forwarded-proto"], "https");
+
+    // Plain HTTP still says http, and gets no HSTS.
+    let r = client().get(m.url("/echo")).send().await.unwrap();
+    assert_eq!(r.headers()["x-echo-h-x-forwarded-proto"], "http");
+    assert!(!r.headers().contains_key("strict-transport-security"));
+
+    // The redirect listener.
+    let (code, _) = blocking(move || blocking_get(redir, "/a/b?c=1").unwrap()).await;
+    assert_eq!(code, 308);
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{redir}/a/b?c=1"))
+        .header("host", "www.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://www.example.test:{}/a/b?c=1", https.port()).as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_serves_a_renewed_certificate_and_keeps_the_old_one_if_broken() {
+    let ca = Ca::new("Meridian test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = ca.leaf(&["site.test"], "v1");
+    let paths = v1.write(dir.path(), "site");
+    let b1 = backend("b1", "local").await;
+    let (listen, admin, https) = (free_addr(), free_addr(), free_addr());
+    let mut cfg = listeners(listen, admin, https, "", &cert_entry(&paths, ""));
+    cfg.push_str(&region("local", 50.0, 8.0, &[&b1], ""));
+    let m = start(cfg, listen, admin).await;
+    assert_eq!(served_for(https, Some("site.test"), &ca).await, v1.der);
+
+    // Renewed: same files, new contents; a reload serves it without a restart.
+    let v2 = ca.leaf(&["site.test"], "v2");
+    v2.write(dir.path(), "site");
+    let m = blocking(move || {
+        let (code, body) = m.reload();
+        assert_eq!(code, 200, "{body}");
+        m
+    })
+    .await;
+    assert_eq!(served_for(https, Some("site.test"), &ca).await, v2.der);
+
+    // Broken: a key that does not fit the certificate. Rejected; v2 is still served.
+    let v3 = ca.leaf(&["site.test"], "v3");
+    std::fs::write(&paths.0, &v3.cert_pem).unwrap();
+    let m = blocking(move || {
+        let (code, body) = m.reload();
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains("site.key"), "{body}");
+        m
+    })
+    .await;
+    assert_eq!(served_for(https, Some("site.test"), &ca).await, v2.der);
+    // Garbage PEM: rejected too.
+    std::fs::write(&paths.0, "not a certificate\n").unwrap();
+    let m = blocking(move || {
+        let (code, body) = m.reload();
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains("no certificate found"), "{body}");
+        m
+    })
+    .await;
+    assert_eq!(served_for(https, Some("site.test"), &ca).await, v2.der);
+    assert_eq!(m.status()["last_reload"]["result"], "invalid");
+}
+
+/// A TLS backend (HTTP/1.1): answers every request with its path, whether the client
+/// presented a certificate, and the `X-Forwarded-Proto` it saw.
+async fn tls_backend(leaf: &Leaf, client_ca: Option<&Ca>) -> SocketAddr {
+    let chain = vec![leaf.der.clone()];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(ca.roots()),
+                provider(),
+            )
+            .build()
+            .unwrap(),
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| async move {
+                    let proto = req
+                        .headers()
+                        .get("x-forwarded-proto")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    let resp = http::Response::builder()
+                        .header("x-client-cert", if client_cert { "yes" } else { "no" })
+                        .header("x-seen-proto", proto)
+                        .body(Full::new(Bytes::from(format!(
+                            "tls backend {}",
+                            req.uri().path()
+                        ))))
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn tls_region(backend: SocketAddr, tls: &str, health: &str) -> String {
+    format!(
+        "\n[regions.local]\nlatitude = 50.0\nlongitude = 8.0\nbackends = [{{ address = \"{backend}\" }}]\n{health}\n[regions.local.tls]\n{tls}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_tls_is_verified_against_the_configured_ca() {
+    let server_ca = Ca::new("backend CA");
+    let client_ca = Ca::new("client CA");
+    let other_ca = Ca::new("someone else's CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), server_ca.pem()).unwrap();
+    std::fs::write(dir.path().join("other-ca.pem"), other_ca.pem()).unwrap();
+    let client_leaf = client_ca.leaf(&["meridian.test"], "meridian");
+    let (client_cert, client_key) = client_leaf.write(dir.path(), "client");
+    let backend_cert = server_ca.leaf(&["backend.test"], "backend");
+    let b = tls_backend(&backend_cert, Some(&client_ca)).await;
+
+    let (listen, admin) = (free_addr(), free_addr());
+    let tls = format!(
+        "sni = \"backend.test\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        dir.path().join("ca.pem").display(),
+        client_cert.display(),
+        client_key.display()
+    );
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&tls_region(b, &tls, ""));
+    let m = start(cfg.clone(), listen, admin).await;
+    let c = client();
+    let r = c.get(m.url("/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-client-cert"], "yes");
+    assert_eq!(r.headers()["x-seen-proto"], "http");
+    assert_eq!(r.text().await.unwrap(), "tls backend /hello");
+    drop(m);
+
+    // The wrong CA: the HTTPS probe fails on the certificate, the backend is down.
+    let (listen, admin) = (free_addr(), free_addr());
+    let wrong = tls.replace("ca.pem", "other-ca.pem");
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&tls_region(b, &wrong, ""));
+    let m = blocking(move || Meridian::start_ready(&cfg, listen, admin)).await;
+    let s = m.status();
+    let backend = &s["regions"][0]["backends"][0];
+    assert_eq!(backend["health"], "down", "{s}");
+    let error = backend["last_probe"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("tls") && error.contains("certificate"),
+        "{error}"
+    );
+    let r = c.get(m.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    drop(m);
+
+    // The wrong CA with TCP probes (the backend looks up): the proxy's own handshake
+    // refuses the certificate, so no request reaches the backend.
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&tls_region(
+        b,
+        &wrong,
+        "[regions.local.health_check]\nkind = \"tcp\"",
+    ));
+    let m = start(cfg, listen, admin).await;
+    let r = c.get(m.url("/")).send().await.unwrap();
+    assert!([502, 503].contains(&r.status().as_u16()), "{}", r.status());
+    let log = m.log();
+    assert!(log.contains("TLS") || log.contains("tls"), "{log}");
+
+    // insecure_skip_verify (explicit opt-in, warned about) accepts it; a reload applies it.
+    let text = std::fs::read_to_string(&m.config).unwrap().replace(
+        "[regions.local.tls]\n",
+        "[regions.local.tls]\ninsecure_skip_verify = true\n",
+    );
+    m.write_config(&text);
+    let m = blocking(move || {
+        let (code, body) = m.reload();
+        assert_eq!(code, 200, "{body}");
+        m
+    })
+    .await;
+    let r = c.get(m.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(m.log().contains("insecure_skip_verify"));
+}
