@@ -38,6 +38,9 @@ pub use model::*;
 use crate::file::FileConfig;
 use crate::validate::{written, Cx};
 
+/// Top-level keys that are plain values (not tables): easy to misplace after a header.
+const TOP_LEVEL_SCALARS: &[&str] = &["threads"];
+
 /// Reads and validates a config file; relative paths inside (geoip.database, certificate files) resolve against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
@@ -91,8 +94,16 @@ fn serde_error(
         } else {
             format!("{path}.{unknown}")
         };
+        let nested = field.contains('.');
         let mut e = base(format!("unknown key `{unknown}`")).with_field(field);
-        e.hint = error::suggest(unknown, expected.iter().copied(), "valid keys are");
+        e.hint = if nested && TOP_LEVEL_SCALARS.contains(unknown) {
+            // TOML puts a key written after a [table] header into that table.
+            Some(format!(
+                "`{unknown}` is a top-level key: move it above the first [table] header"
+            ))
+        } else {
+            error::suggest(unknown, expected.iter().copied(), "valid keys are")
+        };
         return e;
     }
     if path.is_empty() {
