@@ -8,7 +8,12 @@
 //!    order; a region whose measured latency is degraded beyond the tolerance loses its
 //!    place (the others follow by cost), and regions with no usable backend go last.
 //!
-//! Nothing here allocates for up to [`INLINE_REGIONS`] regions.
+//! Clients located by a country-level database (the built-in DB-IP Country Lite, MaxMind
+//! Country) sit at their country's centroid, so step 1 and the distance part of step 2 are
+//! precomputed per country when the snapshot is built ([`CountryTable`]); a request then
+//! costs one table lookup plus a linear pass over the candidates' measured latencies.
+//! Clients with their own coordinates (a City database, an override) are computed on the
+//! fly. Nothing here allocates for up to [`INLINE_REGIONS`] regions.
 
 use meridian_config::SteeringPolicy;
 use meridian_geoip::{great_circle_km, Coordinates, Location};
@@ -17,7 +22,7 @@ use smallvec::SmallVec;
 use crate::snapshot::Snapshot;
 
 /// Candidate lists up to this many regions live on the stack.
-pub const INLINE_REGIONS: usize = 16;
+pub const INLINE_REGIONS: usize = 64;
 
 /// An ordered list of region indices.
 pub type RegionList = SmallVec<[u16; INLINE_REGIONS]>;
@@ -40,10 +45,105 @@ pub fn distance_rtt_us(snap: &Snapshot, km: f64) -> f64 {
     lat.rtt_base.as_secs_f64() * 1e6 + km / 100.0 * lat.rtt_per_100km.as_secs_f64() * 1e6
 }
 
+/// Steering results and distance RTTs precomputed for clients at a country's centroid (and
+/// for clients of unknown location), indexed by country code.
+#[derive(Debug, Default)]
+pub struct CountryTable {
+    /// Slot `(a - 'A') * 26 + (b - 'A')` for country `ab`.
+    countries: Vec<Option<Precomputed>>,
+    /// For clients whose location is unknown.
+    unknown: Precomputed,
+}
+
+/// One precomputed decision input.
+#[derive(Debug, Default)]
+struct Precomputed {
+    /// Where the client is assumed to be (for the continent check).
+    continent: Option<meridian_geoip::Continent>,
+    /// The country's centroid.
+    at: Option<Coordinates>,
+    /// The steering result.
+    plan: Plan,
+    /// Distance-based RTT (µs) from the client to each region, by region index.
+    rtt_us: Vec<f32>,
+}
+
+fn slot(c: meridian_geoip::CountryCode) -> usize {
+    let [a, b] = c.to_bytes();
+    usize::from(a.wrapping_sub(b'A')) * 26 + usize::from(b.wrapping_sub(b'A'))
+}
+
+impl CountryTable {
+    /// Precomputes every country of the built-in centroid table for `snap`.
+    pub fn build(snap: &Snapshot) -> CountryTable {
+        let rtts = |from: Coordinates| -> Vec<f32> {
+            snap.regions
+                .iter()
+                .map(|r| distance_rtt_us(snap, great_circle_km(from, r.coords)) as f32)
+                .collect()
+        };
+        let mut countries: Vec<Option<Precomputed>> = (0..26 * 26).map(|_| None).collect();
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                let code = [a as char, b as char].iter().collect::<String>();
+                let Some(cc) = meridian_geoip::CountryCode::parse(&code) else {
+                    continue;
+                };
+                let Some((continent, at)) = meridian_geoip::country_info(cc) else {
+                    continue;
+                };
+                let loc = Location {
+                    country: cc,
+                    continent: Some(continent),
+                    coordinates: Some(at),
+                    source: meridian_geoip::LocationSource::Database,
+                };
+                countries[slot(cc)] = Some(Precomputed {
+                    continent: Some(continent),
+                    at: Some(at),
+                    plan: steer(snap, Some(&loc)),
+                    rtt_us: rtts(at),
+                });
+            }
+        }
+        CountryTable {
+            countries,
+            unknown: Precomputed {
+                continent: None,
+                at: None,
+                plan: steer(snap, None),
+                rtt_us: rtts(snap.node_coords),
+            },
+        }
+    }
+
+    /// The precomputed entry for `loc`, if the client sits at its country's centroid.
+    fn get(&self, loc: Option<&Location>) -> Option<&Precomputed> {
+        let Some(loc) = loc else {
+            return Some(&self.unknown);
+        };
+        let p = self.countries.get(slot(loc.country))?.as_ref()?;
+        let same_place = match (loc.coordinates, p.at) {
+            (Some(a), Some(b)) => a.latitude == b.latitude && a.longitude == b.longitude,
+            (None, _) => true,
+            _ => false,
+        };
+        (same_place && loc.continent == p.continent).then_some(p)
+    }
+}
+
 /// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown).
 pub fn plan(snap: &Snapshot, loc: Option<&Location>) -> Plan {
+    let rank_it = snap.config.steering.policy != SteeringPolicy::Failover;
+    if let Some(pre) = snap.country_table.get(loc) {
+        let mut plan = pre.plan.clone();
+        if rank_it {
+            rank_with(snap, &mut plan.regions, |i| f64::from(pre.rtt_us[i]));
+        }
+        return plan;
+    }
     let mut plan = steer(snap, loc);
-    if snap.config.steering.policy != SteeringPolicy::Failover {
+    if rank_it {
         rank(snap, loc.and_then(|l| l.coordinates), &mut plan.regions);
     }
     plan
@@ -137,9 +237,17 @@ pub fn steer(snap: &Snapshot, loc: Option<&Location>) -> Plan {
 /// tolerance never reorders (no flapping). Degraded regions follow, cheapest first; regions
 /// with no usable backend go last.
 pub fn rank(snap: &Snapshot, client: Option<Coordinates>, list: &mut RegionList) {
+    let from = client.unwrap_or(snap.node_coords);
+    rank_with(snap, list, |i| {
+        distance_rtt_us(snap, great_circle_km(from, snap.regions[i].coords))
+    });
+}
+
+/// [`rank`] with the distance-based RTT of region `i` given by `rtt_us(i)`.
+fn rank_with(snap: &Snapshot, list: &mut RegionList, rtt_us: impl Fn(usize) -> f64) {
     /// One candidate's score.
+    #[derive(Clone, Copy)]
     struct Scored {
-        pos: usize,
         cost: f64,
         measured: f64,
         usable: bool,
@@ -148,46 +256,45 @@ pub fn rank(snap: &Snapshot, client: Option<Coordinates>, list: &mut RegionList)
     if list.len() < 2 {
         return;
     }
-    let from = client.unwrap_or(snap.node_coords);
     let tolerance = snap.config.latency.tolerance.as_secs_f64() * 1e6;
-    let mut scored: SmallVec<[Scored; INLINE_REGIONS]> = list
-        .iter()
-        .enumerate()
-        .map(|(pos, &i)| {
-            let r = &snap.regions[usize::from(i)];
-            let measured = f64::from(r.state.measured_us());
-            Scored {
-                pos,
-                cost: distance_rtt_us(snap, great_circle_km(from, r.coords)) + measured,
-                measured,
-                usable: r.state.usable() > 0,
-                region: i,
-            }
-        })
-        .collect();
-    let (best_cost, best_measured) = scored
-        .iter()
-        .filter(|s| s.usable)
-        .fold((f64::INFINITY, f64::INFINITY), |(c, m), s| {
-            (c.min(s.cost), m.min(s.measured))
-        });
-    let band = |s: &Scored| {
-        if !s.usable {
-            2
-        } else if s.cost > best_cost + tolerance && s.measured > best_measured + tolerance {
-            1
-        } else {
-            0
+    let mut scored: SmallVec<[Scored; INLINE_REGIONS]> = SmallVec::new();
+    let (mut best_cost, mut best_measured) = (f64::INFINITY, f64::INFINITY);
+    for &i in list.iter() {
+        let r = &snap.regions[usize::from(i)];
+        let measured = f64::from(r.state.measured_us());
+        let s = Scored {
+            cost: rtt_us(usize::from(i)) + measured,
+            measured,
+            usable: r.state.usable() > 0,
+            region: i,
+        };
+        if s.usable {
+            best_cost = best_cost.min(s.cost);
+            best_measured = best_measured.min(s.measured);
         }
-    };
-    scored.sort_by(|a, b| {
-        band(a).cmp(&band(b)).then_with(|| match band(a) {
-            1 => a.cost.total_cmp(&b.cost),
-            _ => a.pos.cmp(&b.pos),
-        })
-    });
-    for (slot, s) in list.iter_mut().zip(scored.iter()) {
-        *slot = s.region;
+        scored.push(s);
+    }
+    let degraded =
+        |s: &Scored| s.cost > best_cost + tolerance && s.measured > best_measured + tolerance;
+    // Usually every candidate is usable and none degraded: the steering order stands.
+    if scored.iter().all(|s| s.usable && !degraded(s)) {
+        return;
+    }
+    // A stable three-way partition: kept (steering order), degraded (by cost), unusable.
+    let mut out = 0;
+    for s in scored.iter().filter(|s| s.usable && !degraded(s)) {
+        list[out] = s.region;
+        out += 1;
+    }
+    let mut demoted: SmallVec<[Scored; INLINE_REGIONS]> = scored
+        .iter()
+        .filter(|s| s.usable && degraded(s))
+        .copied()
+        .collect();
+    demoted.sort_by(|a, b| a.cost.total_cmp(&b.cost));
+    for s in demoted.iter().chain(scored.iter().filter(|s| !s.usable)) {
+        list[out] = s.region;
+        out += 1;
     }
 }
 
@@ -333,5 +440,45 @@ backends = [{ address = "127.0.0.1:1004" }]
         snap.regions[1].state.publish(0, 1);
         snap.regions[2].state.publish(0, 0);
         assert_eq!(*fr().last().unwrap(), "eu-central");
+    }
+
+    #[test]
+    fn precomputed_country_plans_match_computing_them() {
+        let snap = snapshot(
+            "[steering.countries]\nGB = [\"eu-central\"]\n[residency]\ncountries = { DE = [\"eu-central\"] }\n",
+        );
+        // Degrade a region so ranking has work to do on both paths.
+        snap.regions[1].state.publish(80_000, 1);
+        snap.regions[3].state.publish(0, 0);
+        let mut checked = 0;
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                let code: String = [a as char, b as char].iter().collect();
+                let Some(cc) = CountryCode::parse(&code) else {
+                    continue;
+                };
+                if country_info(cc).is_none() {
+                    continue;
+                }
+                let loc = at(&code);
+                let fast = plan(&snap, Some(&loc));
+                let mut slow = steer(&snap, Some(&loc));
+                rank(&snap, loc.coordinates, &mut slow.regions);
+                assert_eq!(fast.regions, slow.regions, "{code}");
+                assert_eq!(fast.restricted, slow.restricted, "{code}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 240, "{checked}");
+        let mut slow = steer(&snap, None);
+        rank(&snap, None, &mut slow.regions);
+        assert_eq!(plan(&snap, None).regions, slow.regions);
+        // A client with its own coordinates (City database) is computed, not looked up.
+        let mut city = at("US");
+        city.coordinates = Some(Coordinates {
+            latitude: 47.6,
+            longitude: -122.3,
+        });
+        assert!(snap.country_table.get(Some(&city)).is_none());
     }
 }

@@ -16,7 +16,7 @@ use crate::backend::BackendState;
 use crate::discovery::Answers;
 use crate::metrics::{Metrics, RegionMetrics};
 use crate::pick::{Balancer, Member};
-use crate::route::RegionList;
+use crate::route::{CountryTable, RegionList};
 use crate::tls::{TlsError, UpstreamPeerTls};
 
 /// Live per-region state, carried across reloads by region name.
@@ -103,6 +103,8 @@ pub struct Snapshot {
     pub locator: Arc<Locator>,
     /// The `Via` value this node appends (`1.1 <name>`).
     pub via: String,
+    /// Steering precomputed per client country (see [`CountryTable`]).
+    pub country_table: CountryTable,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
@@ -221,7 +223,7 @@ impl Snapshot {
             local_order.push(local as u16);
         }
         local_order.extend(by_distance.into_iter().map(|(_, i)| i));
-        Ok(Snapshot {
+        let mut snap = Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             via: format!("1.1 {}", config.node.name),
             config,
@@ -230,8 +232,11 @@ impl Snapshot {
             node_coords,
             local_order,
             locator,
+            country_table: CountryTable::default(),
             built_at: SystemTime::now(),
-        })
+        };
+        snap.country_table = CountryTable::build(&snap);
+        Ok(snap)
     }
 
     /// Every backend in the snapshot.
