@@ -285,8 +285,15 @@ impl ProxyHttp for MeridianProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        ctx.record_outcome(Outcome::Failure);
         ctx.inflight = None;
+        if e.esource() == &ErrorSource::Downstream {
+            // The client went away (e.g. closed its connection mid-request): not the
+            // backend's fault, so no outlier failure, and nobody is left to retry for.
+            ctx.outcome_recorded = true;
+            e.set_retry(false);
+            return e;
+        }
+        ctx.record_outcome(Outcome::Failure);
         let safe = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
