@@ -63,6 +63,10 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
         // Our own retry budget (`retry.attempts`) decides; this is only pingora's ceiling.
         max_retries: 16,
         upstream_keepalive_pool_size: 1024,
+        // One current-thread runtime per worker thread instead of one multi-thread runtime:
+        // no cross-thread task queues, wake-ups or stealing on the request path, and the
+        // upstream connection pool stays warm per thread (see docs/performance.md).
+        work_stealing: false,
         ..ServerConf::default()
     };
     let opt = Opt {
