@@ -31,6 +31,7 @@ BODY = b"x" * 64
 
 class Backend(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # header and body are separate writes
 
     def do_GET(self):  # noqa: N802 (http.server naming)
         self.send_response(200)

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{
+    L4BufferSettings, ListenerConfig, TcpSocketOptions, DEFAULT_L4_WRITE_BUFFER_SIZE,
+};
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -89,7 +91,14 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     for addr in &cfg.listeners.http {
         let mut sock = TcpSocketOptions::default();
         sock.ipv6_only = addr.is_ipv6().then_some(true);
-        proxy.add_tcp_with_settings(&addr.to_string(), sock);
+        // No 64 KiB user-space read buffer per client connection (pingora's default, sized
+        // for TLS records): plain HTTP reads go straight into the HTTP session's own buffer,
+        // which saves a copy per read and 64 KiB of resident memory per connection.
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .tcp_socket_options(sock)
+                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+        );
     }
 
     let mut admin = Service::new(
