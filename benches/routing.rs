@@ -1,0 +1,240 @@
+//! The routing decision, end to end: client IP → `Locator::lookup` (the built-in DB-IP
+//! Country Lite database) → `route::plan` → `pick::pick` → a backend.
+//!
+//! Two configs, both parsed with `meridian_config::parse` and built into a real `Instance`:
+//! - `3-regions`: us-east / eu-west / ap-southeast, 2 backends each, the default steering
+//!   policy with country and continent maps and a residency rule;
+//! - `50-regions`: 50 regions spread over the globe × 200 backends each (10,000 backends),
+//!   the default policy (proximity ranking over every region).
+//!
+//! Client IPs: 1,000 addresses spread evenly over the IPv4 space (fixed seed) plus 24 IPv6
+//! addresses from well-known allocations. One criterion iteration is ONE decision; the
+//! addresses are cycled through.
+//!
+//! Before timing, the bench counts heap allocations of every decision over all addresses
+//! with `allocation-counter` (which installs a counting global allocator in this binary)
+//! and prints allocations per decision. Set `ROUTING_ALLOC_ONLY=1` to print only that, and
+//! `ROUTING_CASE=3` (or `50`) to run one case only. Instruction counts per decision:
+//!
+//! ```sh
+//! ROUTING_ALLOC_ONLY=1 ROUTING_CASE=3 valgrind --tool=callgrind --toggle-collect='*routing*decide*' \
+//!     target/release/deps/routing-<hash> --bench
+//! ```
+//!
+//! (`decide` runs 2 × 1,024 times in that mode: warm-up, then the counted pass.)
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use meridian::health::Health;
+use meridian::instance::Instance;
+use meridian::pick::{self, PickInput};
+use meridian::route;
+use meridian::snapshot::Snapshot;
+use smallvec::SmallVec;
+use tokio::time::Instant;
+
+const THREE_REGIONS: &str = r#"
+threads = 1
+
+[node]
+region = "us-east"
+
+[listeners]
+http = ["127.0.0.1:8080"]
+admin = "127.0.0.1:9901"
+
+[logging]
+access_log = false
+
+[regions.us-east]
+latitude = 39.04
+longitude = -77.49
+backends = [{ address = "10.0.1.10:8080" }, { address = "10.0.1.11:8080" }]
+
+[regions.eu-west]
+latitude = 53.35
+longitude = -6.26
+backends = [{ address = "10.1.1.10:8080" }, { address = "10.1.1.11:8080" }]
+
+[regions.ap-southeast]
+latitude = 1.29
+longitude = 103.85
+backends = [{ address = "10.2.1.10:8080" }, { address = "10.2.1.11:8080" }]
+
+[steering.countries]
+US = ["us-east", "eu-west"]
+GB = ["eu-west", "us-east"]
+JP = ["ap-southeast", "us-east"]
+
+[steering.continents]
+NA = ["us-east", "eu-west"]
+EU = ["eu-west", "us-east"]
+AS = ["ap-southeast", "eu-west"]
+
+[residency]
+countries = { DE = ["eu-west"], FR = ["eu-west"] }
+"#;
+
+/// 50 regions on a lat/long grid, `backends` backends each.
+fn many_regions(regions: usize, backends: usize) -> String {
+    let mut s = String::from(
+        "threads = 1\n\n[node]\nregion = \"r0\"\n\n[listeners]\nhttp = [\"127.0.0.1:8080\"]\n\
+         admin = \"127.0.0.1:9901\"\n\n[logging]\naccess_log = false\n\n",
+    );
+    for r in 0..regions {
+        let lat = -60.0 + 120.0 * ((r * 7) % regions) as f64 / regions as f64;
+        let lon = -180.0 + 360.0 * r as f64 / regions as f64;
+        s.push_str(&format!(
+            "[regions.r{r}]\nlatitude = {lat:.2}\nlongitude = {lon:.2}\nbackends = [\n"
+        ));
+        for b in 0..backends {
+            s.push_str(&format!(
+                "  {{ address = \"10.{r}.{}.{}:8080\" }},\n",
+                b / 256,
+                b % 256
+            ));
+        }
+        s.push_str("]\n\n");
+    }
+    s
+}
+
+/// Builds the instance, marks every backend up and publishes region measurements, as the
+/// prober would after its first rounds.
+fn snapshot(text: &str) -> Arc<Snapshot> {
+    let config = meridian_config::parse(text, "bench.toml", None).expect("valid config");
+    let inst = Instance::new(config).expect("locator");
+    let snap = inst.snapshot();
+    for (i, r) in snap.regions.iter().enumerate() {
+        for m in &r.members {
+            m.state.health.set(Health::Up);
+        }
+        r.state
+            .publish(500 + (i as u32 * 997) % 20_000, r.members.len() as u32);
+    }
+    snap
+}
+
+/// 1,000 IPv4 addresses spread evenly over the address space (with a fixed jitter) and
+/// 24 IPv6 addresses from real allocations.
+fn client_ips() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = Vec::with_capacity(1024);
+    let mut x: u32 = 0x9e37_79b9;
+    for i in 0..1000u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let base = (u64::from(i) * (1u64 << 32) / 1000) as u32;
+        ips.push(IpAddr::V4(Ipv4Addr::from(base.wrapping_add(x % 4_294_967))));
+    }
+    for prefix in [
+        0x2001_4860u32, // Google
+        0x2a00_1450,    // Google EU
+        0x2606_4700,    // Cloudflare
+        0x2a03_2880,    // Meta
+        0x2400_cb00,    // Cloudflare APAC
+        0x2c0f_f248,    // Africa
+        0x2804_0010,    // LACNIC
+        0x2001_0db8,    // documentation (miss)
+    ] {
+        for host in 1..=3u16 {
+            let hi = u128::from(prefix) << 96;
+            ips.push(IpAddr::V6(Ipv6Addr::from(hi | u128::from(host) << 16)));
+        }
+    }
+    ips
+}
+
+/// One routing decision, as `service.rs` makes it: locate, plan, then pick in the first
+/// region that has an eligible backend. Returns (region, member).
+#[inline(never)]
+fn decide(snap: &Snapshot, ip: IpAddr, now: Instant) -> Option<(u16, usize)> {
+    let location = snap.locator.lookup(ip);
+    let plan = route::plan(snap, location.as_ref());
+    let tau = snap.config.latency.decay;
+    for &ri in &plan.regions {
+        let region = &snap.regions[usize::from(ri)];
+        // `upstream_peer` collects the members already tried in this region (none here).
+        let tried: SmallVec<[u16; 4]> = SmallVec::new();
+        let input = PickInput {
+            now,
+            tau,
+            hash: None,
+            tried: &tried,
+            panic: false,
+            allow_unknown: false,
+        };
+        if let Some(mi) = pick::pick(
+            &region.balancer,
+            &region.members,
+            &region.state.cursor,
+            &input,
+        ) {
+            return Some((ri, mi));
+        }
+    }
+    None
+}
+
+/// Allocations per decision over every address, printed for the report.
+fn count_allocations(name: &str, snap: &Snapshot, ips: &[IpAddr]) {
+    let now = Instant::now();
+    // Warm up lazily initialised state (thread-local RNG, …) outside the measurement.
+    for &ip in ips {
+        black_box(decide(snap, ip, now));
+    }
+    let mut routed = 0usize;
+    let info = allocation_counter::measure(|| {
+        for &ip in ips {
+            routed += usize::from(decide(snap, black_box(ip), now).is_some());
+        }
+    });
+    println!(
+        "routing/{name}: {} decisions ({routed} routed): {} allocations ({:.2} per decision), {} bytes ({:.1} per decision)",
+        ips.len(),
+        info.count_total,
+        info.count_total as f64 / ips.len() as f64,
+        info.bytes_total,
+        info.bytes_total as f64 / ips.len() as f64,
+    );
+}
+
+fn routing(c: &mut Criterion) {
+    let ips = client_ips();
+    // ROUTING_CASE=3 or 50 runs one case only (e.g. under callgrind).
+    let only = std::env::var("ROUTING_CASE").ok();
+    let mut cases = Vec::new();
+    if only.as_deref().is_none_or(|c| c == "3") {
+        cases.push(("3-regions", snapshot(THREE_REGIONS)));
+    }
+    if only.as_deref().is_none_or(|c| c == "50") {
+        cases.push(("50-regions-x200", snapshot(&many_regions(50, 200))));
+    }
+    for (name, snap) in &cases {
+        count_allocations(name, snap, &ips);
+    }
+    if std::env::var_os("ROUTING_ALLOC_ONLY").is_some() {
+        return;
+    }
+    let mut group = c.benchmark_group("routing");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(5));
+    for (name, snap) in &cases {
+        let now = Instant::now();
+        let mut k = 0usize;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                k = (k + 1) % ips.len();
+                decide(snap, black_box(ips[k]), now)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, routing);
+criterion_main!(benches);
