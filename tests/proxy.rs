@@ -59,7 +59,7 @@ async fn requests_and_responses_pass_intact() {
     assert!(h["x-echo-h-via"]
         .to_str()
         .unwrap()
-        .contains("meridian-local"));
+        .contains("1.1 meridian-local"));
 
     // A 1 MiB response body, byte for byte.
     let r = c.get(m.url("/bytes/1048576")).send().await.unwrap();
@@ -104,6 +104,12 @@ async fn requests_and_responses_pass_intact() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().starts_with("hello from b"));
+    let r = h2.get(m.url("/echo")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["x-echo-h-via"],
+        "2 meridian-local",
+        "Via names the client's protocol"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

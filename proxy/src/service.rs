@@ -10,6 +10,7 @@
 //! - `upstream_response_filter`: latency sample, outlier outcome.
 //! - `logging`: metrics and the access log line.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -332,45 +333,47 @@ impl ProxyHttp for MeridianProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        const HTTP: HeaderValue = HeaderValue::from_static("http");
+        const HTTPS: HeaderValue = HeaderValue::from_static("https");
         let trusted = ctx.client.is_some_and(|c| c.peer_trusted);
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| client::canonical(a.ip()));
         if let Some(peer) = peer {
-            let prior = if trusted {
-                upstream
+            // The common case (no prior chain) formats the address on the stack.
+            let mut buf = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{peer}");
+            let len = cursor.position() as usize;
+            let chained = trusted && upstream.headers.contains_key(&client::X_FORWARDED_FOR);
+            let value = if chained {
+                let prior: Vec<&str> = upstream
                     .headers
                     .get_all(&client::X_FORWARDED_FOR)
                     .iter()
                     .filter_map(|v| v.to_str().ok())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                    .collect();
+                HeaderValue::from_str(&format!("{}, {peer}", prior.join(", ")))
             } else {
-                String::new()
+                HeaderValue::from_bytes(&buf[..len])
             };
-            let xff = if prior.is_empty() {
-                peer.to_string()
-            } else {
-                format!("{prior}, {peer}")
-            };
-            upstream.insert_header(client::X_FORWARDED_FOR.clone(), xff)?;
+            if let Ok(value) = value {
+                upstream.insert_header(client::X_FORWARDED_FOR.clone(), value)?;
+            }
         }
-        let proto = if ctx.tls { "https" } else { "http" };
+        let proto = if ctx.tls { HTTPS } else { HTTP };
         if !trusted {
             upstream.remove_header(&client::FORWARDED);
             upstream.insert_header("x-forwarded-proto", proto)?;
         } else if upstream.headers.get("x-forwarded-proto").is_none() {
             upstream.insert_header("x-forwarded-proto", proto)?;
         }
-        let via = if session.is_http2() {
-            ctx.snap.via.replacen("1.1", "2", 1)
-        } else {
-            ctx.snap.via.clone()
-        };
+        let via = &ctx.snap.via[usize::from(session.is_http2())];
         let via = match upstream.headers.get(VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {via}"),
-            None => via,
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or("")))
+                .unwrap_or_else(|_| via.clone()),
+            None => via.clone(),
         };
         upstream.insert_header(VIA, via)?;
         Ok(())

@@ -101,8 +101,9 @@ pub struct Snapshot {
     pub local_order: RegionList,
     /// Client IP → location.
     pub locator: Arc<Locator>,
-    /// The `Via` value this node appends (`1.1 <name>`).
-    pub via: String,
+    /// The `Via` value this node appends: `1.1 <name>` for HTTP/1 clients, `2 <name>` for
+    /// HTTP/2 ones (index by `is_http2`).
+    pub via: [http::HeaderValue; 2],
     /// Steering precomputed per client country (see [`CountryTable`]).
     pub country_table: CountryTable,
     /// When this snapshot was built.
@@ -116,6 +117,12 @@ impl std::fmt::Debug for Snapshot {
             .field("regions", &self.regions.len())
             .finish()
     }
+}
+
+/// A `Via` entry; node names are validated visible ASCII, so this cannot fail in practice.
+fn via_value(version: &str, name: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("{version} {name}"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("1.1 meridian"))
 }
 
 impl Snapshot {
@@ -225,7 +232,10 @@ impl Snapshot {
         local_order.extend(by_distance.into_iter().map(|(_, i)| i));
         let mut snap = Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
-            via: format!("1.1 {}", config.node.name),
+            via: [
+                via_value("1.1", &config.node.name),
+                via_value("2", &config.node.name),
+            ],
             config,
             regions,
             local,
