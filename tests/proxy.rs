@@ -325,3 +325,34 @@ async fn metrics_and_status_reflect_traffic() {
     // Unknown paths on the admin listener are 404; the proxy is separate.
     assert_eq!(blocking_get(m.admin, "/nope").unwrap().0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_hanging_up_do_not_eject_a_backend() {
+    let b1 = backend("b1", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str("\n[outlier]\nconsecutive_failures = 2\n");
+    cfg.push_str(&region("local", 0.0, 0.0, &[&b1], ""));
+    let m = start(cfg, listen, admin).await;
+    // Each client gives up long before the slow answer: the proxy sees it disconnect.
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        assert!(impatient.get(m.url("/delay/600")).send().await.is_err());
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let metrics = m.metrics();
+    let series = format!(
+        "meridian_ejections_total{{backend=\"{}\",region=\"local\"}}",
+        b1.addr()
+    );
+    assert_eq!(
+        metric(&metrics, &series),
+        0.0,
+        "a client hanging up is not the backend's fault"
+    );
+    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+}

@@ -446,6 +446,11 @@ impl ProxyHttp for MeridianProxy {
         Ok(())
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        // A client that went away is routine, not an error worth a log line each time.
+        error.esource() == &ErrorSource::Downstream
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
