@@ -16,6 +16,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-3} CLIENTS=${CLIENTS:-16} STREAMS=${STREAMS:-10}
 PEERS=${PEERS-"nginx haproxy"} PIN=${PIN:-1} MAX_TOTAL=${MAX_TOTAL:-240}
 WORKDIR=${WORKDIR:-$(mktemp -d /tmp/meridian-h2.XXXXXX)}
+mkdir -p "$WORKDIR"
 BODY=$(printf 'x%.0s' $(seq 64))
 BE_H1=19301 BE_H2=19302
 declare -A PORT=([direct]=$BE_H2 [nginx]=19311 [haproxy]=19312 [meridian]=19313)
