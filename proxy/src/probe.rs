@@ -1,9 +1,11 @@
 //! Active health probing and region measurement, run as a pingora `BackgroundService`.
 //!
 //! One task per backend probes it every `interval` (HTTP `GET path` or a TCP connect) and
-//! feeds the rise/fall state machine. A supervisor re-reads the snapshot whenever it changes:
-//! new backends get a task (and are probed at once), removed ones lose theirs, unchanged ones
-//! keep theirs, with their state. A measurement tick publishes each region's usable-backend
+//! feeds the rise/fall state machine. Each backend probes on its own slot of the interval (a
+//! stable hash of its ID), so thousands of backends are probed evenly over the interval, not in
+//! bursts. A supervisor re-reads the snapshot whenever it changes: new backends get a task
+//! (first probe within `min(interval, 1 s)`), removed ones lose theirs, unchanged ones keep
+//! theirs, with their state. A measurement tick publishes each region's usable-backend
 //! count and measured latency for ranking, and marks the instance ready once every backend
 //! has been probed at least once.
 
@@ -32,6 +34,11 @@ use crate::tls::UpstreamPeerTls;
 
 /// How often region measurements are published.
 const MEASURE_EVERY: Duration = Duration::from_millis(100);
+
+/// New backends get their first probe within this long (or within one interval if shorter),
+/// at a per-backend offset, so that readiness stays quick while a reload that adds thousands
+/// of backends does not probe them all in the same instant.
+const FIRST_PROBE_SPREAD: Duration = Duration::from_secs(1);
 
 /// The background service that probes every backend of the current snapshot.
 pub struct Prober {
@@ -135,9 +142,69 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
     });
 }
 
+/// A stable pseudo-random number per backend: its probes' phase within the interval.
+fn phase_of(id: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    // `DefaultHasher::new()` has fixed keys: the same backend keeps the same phase.
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// `phase` mapped onto `[0, window)`.
+fn offset_in(phase: u64, window: Duration) -> Duration {
+    let nanos = window.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(phase % nanos)
+}
+
+/// The first time `origin + offset + k * interval` (k ≥ 0) strictly after `now`: a backend's
+/// probes stay on its own slot of the interval, however long each probe took, so the probes of
+/// many backends stay spread over the interval instead of drifting into bursts.
+fn next_slot(origin: Instant, now: Instant, offset: Duration, interval: Duration) -> Instant {
+    let first = origin + offset;
+    if now < first || interval.is_zero() {
+        return first.max(now);
+    }
+    let periods = (now - first).as_nanos() / interval.as_nanos() + 1;
+    let periods = u32::try_from(periods).unwrap_or(u32::MAX);
+    first + interval.saturating_mul(periods)
+}
+
+/// Sleeps until `at` (`Ok(false)`) or until the settings change (`Ok(true)`); `Err` once the
+/// backend is gone and the task should end.
+async fn sleep_until(
+    at: Instant,
+    settings: &mut watch::Receiver<ProbeSettings>,
+) -> Result<bool, watch::error::RecvError> {
+    tokio::select! {
+        _ = tokio::time::sleep_until(at) => Ok(false),
+        r = settings.changed() => r.map(|()| true),
+    }
+}
+
 async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<ProbeSettings>) {
     let mut machine = Hysteresis::new(state.health.get());
+    let phase = phase_of(&state.id);
+    let first_slot = |settings: &watch::Receiver<ProbeSettings>| {
+        let now = Instant::now();
+        let window = settings.borrow().check.interval.min(FIRST_PROBE_SPREAD);
+        (now, now + offset_in(phase, window))
+    };
+    let (mut origin, mut at) = first_slot(&settings);
     loop {
+        match sleep_until(at, &mut settings).await {
+            Ok(false) => {}
+            Ok(true) => {
+                // A reload changed the settings: start over like a new backend, staggered, so
+                // that a change to every backend's check does not probe them all at once.
+                (origin, at) = first_slot(&settings);
+                continue;
+            }
+            Err(_) => return,
+        }
         let s = settings.borrow_and_update().clone();
         let started = Instant::now();
         let result = match tokio::time::timeout(
@@ -181,12 +248,9 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
             rtt,
             error: result.err(),
         });
-        // Sleep for the interval, but wake early if the settings change (a reload).
-        let wait = s.check.interval.saturating_sub(started.elapsed());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            r = settings.changed() => if r.is_err() { return },
-        }
+        // Next: this backend's own slot of the interval.
+        let offset = offset_in(phase, s.check.interval);
+        at = next_slot(origin, Instant::now(), offset, s.check.interval);
     }
 }
 
@@ -361,6 +425,47 @@ mod tests {
         drop(l);
         let err = probe_once(addr, &ProbeKind::Tcp, None).await.unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
+    }
+
+    #[test]
+    fn probe_slots_are_stable_and_spread_evenly_over_the_interval() {
+        let interval = Duration::from_secs(2);
+        assert_eq!(
+            offset_in(phase_of("r1/10.0.0.1:80"), interval),
+            offset_in(phase_of("r1/10.0.0.1:80"), interval)
+        );
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000 {
+            let id = format!("r{:02}/127.0.0.1:{}", i / 200, 20_000 + i);
+            let o = offset_in(phase_of(&id), interval);
+            assert!(o < interval);
+            buckets[(o.as_nanos() * 10 / interval.as_nanos()) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((850..1150).contains(&b), "uneven spread: {buckets:?}");
+        }
+        assert_eq!(offset_in(12345, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn next_slot_keeps_the_phase_whatever_the_probe_took() {
+        let o = Instant::now();
+        let (off, iv) = (Duration::from_millis(300), Duration::from_secs(2));
+        let ms = |n| Duration::from_millis(n);
+        // Before the first slot: the first slot.
+        assert_eq!(next_slot(o, o, off, iv), o + ms(300));
+        // Just after a probe at the slot, or after a slow probe: the next slot, same phase.
+        assert_eq!(next_slot(o, o + ms(301), off, iv), o + ms(2300));
+        assert_eq!(next_slot(o, o + ms(1299), off, iv), o + ms(2300));
+        // Exactly on a slot: the one after (strictly later).
+        assert_eq!(next_slot(o, o + ms(2300), off, iv), o + ms(4300));
+        // Far later (the task was starved): the next slot, not a burst of missed ones.
+        assert_eq!(next_slot(o, o + ms(9000), off, iv), o + ms(10300));
+        // A zero interval cannot loop forever.
+        assert_eq!(
+            next_slot(o, o + ms(9000), off, Duration::ZERO),
+            o + ms(9000)
+        );
     }
 
     #[tokio::test]
