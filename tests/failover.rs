@@ -261,10 +261,13 @@ async fn a_post_that_reached_a_dying_backend_is_not_replayed_but_a_get_is() {
     local.kill().await;
 
     let post = post.await.unwrap().unwrap();
+    let (post_status, post_headers) = (post.status(), post.headers().clone());
+    let post_body = post.text().await.unwrap_or_default();
     assert_eq!(
-        post.status(),
+        post_status,
         502,
-        "the POST fails rather than being sent twice"
+        "the POST fails rather than being sent twice; got {post_headers:?} {post_body:?}\n{}",
+        m.log()
     );
     let get = get.await.unwrap().unwrap();
     assert_eq!(get.status(), 200, "the idempotent GET is retried elsewhere");
