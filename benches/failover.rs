@@ -9,15 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use meridian::instance::Instance;
-use meridian::server::{self, ProcessOptions};
 use meridian_demo_backend::{Backend, BackendSpec};
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
 const WORKERS: usize = 16;
 const REGIONS: [(&str, f64, f64); 3] = [
@@ -25,24 +23,6 @@ const REGIONS: [(&str, f64, f64); 3] = [
     ("eu-west", 53.35, -6.26),
     ("ap-southeast", 1.29, 103.85),
 ];
-
-struct Stop(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
-
-#[async_trait]
-impl ShutdownSignalWatch for Stop {
-    async fn recv(&self) -> ShutdownSignal {
-        let rx = self.0.lock().unwrap().take();
-        if let Some(rx) = rx {
-            let _ = rx.await;
-        }
-        ShutdownSignal::FastShutdown
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 /// (start offset, latency, ok, serving region)
 type Sample = (Duration, Duration, bool, String);
@@ -71,7 +51,7 @@ fn main() {
         }
         v
     });
-    let (listen, admin) = (free_addr(), free_addr());
+    let (listen, admin) = (common::free_addr(), common::free_addr());
     let mut text = format!(
         "threads = 2\n[node]\nregion = \"us-east\"\n[listeners]\nhttp = [\"{listen}\"]\nadmin = \"{admin}\"\n\
          [logging]\nlevel = \"warn\"\naccess_log = false\n\
@@ -89,24 +69,7 @@ fn main() {
     }
     let config = meridian_config::parse(&text, "<bench>", None).expect("bench config");
     let inst = Instance::new(config).expect("instance");
-    let dir = tempfile::tempdir().unwrap();
-    let opts = ProcessOptions {
-        pid_file: dir.path().join("pid").display().to_string(),
-        upgrade_sock: dir.path().join("sock").display().to_string(),
-        ..ProcessOptions::default()
-    };
-    let srv = server::build(inst.clone(), &opts);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let server_thread = std::thread::spawn(move || {
-        srv.run(RunArgs {
-            shutdown_signal: Box::new(Stop(Mutex::new(Some(stop_rx)))),
-        })
-    });
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while !inst.is_ready() {
-        assert!(Instant::now() < ready_by, "meridian not ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let served = common::serve(inst.clone());
     std::thread::sleep(Duration::from_millis(700)); // every backend up (rise = 2)
 
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
@@ -175,8 +138,7 @@ fn main() {
         while set.join_next().await.is_some() {}
         (kill_at, revive_at, back_at)
     });
-    let _ = stop_tx.send(());
-    let _ = server_thread.join();
+    served.stop();
 
     let s = samples.lock().unwrap();
     let total = s.len();

@@ -14,38 +14,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use meridian::health::Health;
 use meridian::instance::Instance;
-use meridian::server::{self, ProcessOptions};
 use meridian_demo_backend::{spawn_on_thread, Backend, BackendSpec};
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
 const REGIONS: usize = 50;
 const PER_REGION: usize = 200;
 const PHASE: Duration = Duration::from_secs(6);
-
-struct Stop(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
-
-#[async_trait]
-impl ShutdownSignalWatch for Stop {
-    async fn recv(&self) -> ShutdownSignal {
-        let rx = self.0.lock().unwrap().take();
-        if let Some(rx) = rx {
-            let _ = rx.await;
-        }
-        ShutdownSignal::FastShutdown
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 fn config(listen: SocketAddr, admin: SocketAddr, regions: &[Vec<&Backend>]) -> String {
     let mut t = format!(
@@ -165,29 +145,13 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let (listen, admin) = (free_addr(), free_addr());
+    let (listen, admin) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meridian.toml");
     let small = vec![backends[..2].iter().collect::<Vec<_>>()];
     std::fs::write(&path, config(listen, admin, &small)).unwrap();
     let inst = Instance::new(meridian_config::load(&path).expect("small config")).unwrap();
-    let opts = ProcessOptions {
-        pid_file: dir.path().join("pid").display().to_string(),
-        upgrade_sock: dir.path().join("sock").display().to_string(),
-        ..ProcessOptions::default()
-    };
-    let srv = server::build(inst.clone(), &opts);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let server_thread = std::thread::spawn(move || {
-        srv.run(RunArgs {
-            shutdown_signal: Box::new(Stop(Mutex::new(Some(stop_rx)))),
-        })
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !inst.is_ready() {
-        assert!(Instant::now() < deadline, "meridian not ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let served = common::serve(inst.clone());
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -282,6 +246,5 @@ fn main() {
         }
     }
 
-    let _ = stop_tx.send(());
-    let _ = server_thread.join();
+    served.stop();
 }
