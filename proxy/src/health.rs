@@ -119,6 +119,10 @@ impl HealthCell {
     }
 }
 
+/// The longest ejection the millisecond stamps can represent safely (they are compared as
+/// signed 32-bit differences, good for ±24 days); the config allows far less.
+const EJECTION_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Passive outlier detection: consecutive failures of real requests eject a backend for a
 /// back-off that doubles on each repeat (up to a ceiling). An ejection ends when its time is
 /// up or when an active probe succeeds after at least half of it has passed.
@@ -164,14 +168,19 @@ impl Outlier {
                 None
             }
             Outcome::Failure => {
+                // Failures of requests that were already on their way when the ejection
+                // began say nothing new: they neither extend it nor count towards the next.
+                if self.is_ejected(now) {
+                    return None;
+                }
                 let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if n < threshold || self.is_ejected(now) {
+                if n < threshold {
                     return None;
                 }
                 self.failures.store(0, Ordering::Relaxed);
                 let streak = self.streak.fetch_add(1, Ordering::Relaxed);
                 let factor = 1u32 << streak.min(16);
-                let ejection = base.saturating_mul(factor).min(max);
+                let ejection = base.saturating_mul(factor).min(max).min(EJECTION_CEILING);
                 let stamp = now_ms(now);
                 self.since_ms.store(stamp, Ordering::Relaxed);
                 // 0 means "not ejected", so never store it as a deadline.
@@ -198,6 +207,9 @@ impl Outlier {
         let total = until.wrapping_sub(since);
         let served = stamp.wrapping_sub(since);
         if served >= total / 2 {
+            // Re-admitted with a clean slate: it takes `threshold` new failures to eject
+            // it again (with the doubled back-off the streak remembers).
+            self.failures.store(0, Ordering::Relaxed);
             self.until_ms.store(0, Ordering::Relaxed);
             self.since_ms.store(stamp, Ordering::Relaxed);
         }
@@ -293,6 +305,31 @@ mod tests {
             assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), None);
         }
         assert!(!o.is_ejected(now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_during_an_ejection_do_not_count_towards_the_next() {
+        let o = Outlier::default();
+        let now = Instant::now;
+        for _ in 0..3 {
+            o.record(Outcome::Failure, now(), 3, BASE, MAX);
+        }
+        assert!(o.is_ejected(now()));
+        // Requests already in flight fail while it is out.
+        for _ in 0..10 {
+            assert_eq!(o.record(Outcome::Failure, now(), 3, BASE, MAX), None);
+        }
+        tokio::time::advance(BASE).await;
+        o.probe_ok(now(), MAX);
+        assert!(!o.is_ejected(now()));
+        // Back in: one or two failures are not enough, the third ejects again.
+        assert_eq!(o.record(Outcome::Failure, now(), 3, BASE, MAX), None);
+        assert_eq!(o.record(Outcome::Failure, now(), 3, BASE, MAX), None);
+        assert!(!o.is_ejected(now()));
+        assert_eq!(
+            o.record(Outcome::Failure, now(), 3, BASE, MAX),
+            Some(BASE * 2)
+        );
     }
 
     #[tokio::test(start_paused = true)]
