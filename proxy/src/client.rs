@@ -55,23 +55,48 @@ pub fn parse_addr(s: &str) -> Option<IpAddr> {
         .and_then(|inner| inner.parse::<IpAddr>().ok())
 }
 
-/// The `for=` value of one `Forwarded` element, if present.
-fn forwarded_for(element: &str) -> Option<&str> {
-    element.split(';').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
-    })
+/// One hop of a forwarding header, as written.
+enum Hop<'a> {
+    /// An address (to be parsed).
+    Addr(&'a str),
+    /// A hop that does not disclose its client: `unknown`, an obfuscated identifier
+    /// (`_hidden`, RFC 7239 §6.3), or a `Forwarded` element without `for=`.
+    Undisclosed,
 }
 
-/// An `X-Forwarded-For` entry is the address itself.
-fn xff_entry(entry: &str) -> Option<&str> {
-    Some(entry)
+/// Classifies a node value: `unknown` and `_obfuscated` identifiers are not addresses.
+fn node(value: &str) -> Hop<'_> {
+    let v = value.trim().trim_matches('"');
+    if v.eq_ignore_ascii_case("unknown") || v.starts_with('_') {
+        Hop::Undisclosed
+    } else {
+        Hop::Addr(value)
+    }
+}
+
+/// The `for=` node of one `Forwarded` element.
+fn forwarded_for(element: &str) -> Hop<'_> {
+    element
+        .split(';')
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then(|| node(v))
+        })
+        .unwrap_or(Hop::Undisclosed)
+}
+
+/// An `X-Forwarded-For` entry is the address itself (or `unknown`).
+fn xff_entry(entry: &str) -> Hop<'_> {
+    node(entry)
 }
 
 /// The outcome of walking one forwarding header right to left.
 enum Walk {
     Absent,
     Malformed,
+    /// The nearest untrusted hop did not disclose its address: the client is as good as
+    /// unknown, so the header is treated as absent (but it is not malformed).
+    Undisclosed,
     Found(IpAddr),
 }
 
@@ -81,7 +106,7 @@ fn walk(
     headers: &HeaderMap,
     name: &HeaderName,
     trusted: &[IpNet],
-    extract: for<'a> fn(&'a str) -> Option<&'a str>,
+    extract: for<'a> fn(&'a str) -> Hop<'a>,
 ) -> Walk {
     let mut last = None;
     let mut any = false;
@@ -94,10 +119,13 @@ fn walk(
                 continue;
             }
             any = true;
-            let Some(ip) = extract(entry).and_then(parse_addr) else {
-                return Walk::Malformed;
+            let ip = match extract(entry) {
+                Hop::Undisclosed => return Walk::Undisclosed,
+                Hop::Addr(a) => match parse_addr(a) {
+                    Some(ip) => canonical(ip),
+                    None => return Walk::Malformed,
+                },
             };
-            let ip = canonical(ip);
             if !is_trusted(trusted, ip) {
                 return Walk::Found(ip);
             }
@@ -111,7 +139,24 @@ fn walk(
     }
 }
 
-/// Decides the client address of a request from `peer` with `headers`.
+/// `trusted_proxies` as the request path compares them: IPv4-mapped IPv6 networks
+/// (`::ffff:10.0.0.0/104`) become the IPv4 networks they stand for, since peers and
+/// forwarded addresses are compared in their canonical (IPv4) form.
+pub fn canonical_nets(nets: &[IpNet]) -> Vec<IpNet> {
+    nets.iter()
+        .map(|n| match n {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+                .network()
+                .to_ipv4_mapped()
+                .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+                .map_or(*n, IpNet::V4),
+            other => *other,
+        })
+        .collect()
+}
+
+/// Decides the client address of a request from `peer` with `headers`; `trusted` is in
+/// canonical form (see [`canonical_nets`]).
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
     let peer = canonical(peer);
     let mut out = ClientAddr {
@@ -130,7 +175,7 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAd
     match walked {
         Walk::Found(ip) => out.ip = ip,
         Walk::Malformed => out.malformed = true,
-        Walk::Absent => {}
+        Walk::Absent | Walk::Undisclosed => {}
     }
     out
 }
@@ -207,12 +252,45 @@ mod tests {
     #[test]
     fn malformed_is_absent_and_flagged() {
         let trusted = nets(&["127.0.0.1/32"]);
-        for bad in ["not-an-ip", "1.2.3.4, ,zz", "999.1.1.1", "unknown"] {
+        for bad in ["not-an-ip", "1.2.3.4, ,zz", "999.1.1.1", "1.2.3.4, :80"] {
             let h = headers(&[("x-forwarded-for", bad)]);
             let c = resolve(PEER, &h, &trusted);
             assert_eq!(c.ip, PEER, "{bad}");
             assert!(c.malformed, "{bad}");
         }
+    }
+
+    #[test]
+    fn undisclosed_hops_are_absent_not_malformed() {
+        let trusted = nets(&["127.0.0.1/32"]);
+        for h in [
+            headers(&[("x-forwarded-for", "81.2.69.160, unknown")]),
+            headers(&[("forwarded", "for=81.2.69.160, for=unknown")]),
+            headers(&[("forwarded", r#"for=81.2.69.160, for="_gazonk""#)]),
+            headers(&[("forwarded", "for=81.2.69.160, proto=https;by=10.0.0.1")]),
+        ] {
+            let c = resolve(PEER, &h, &trusted);
+            assert_eq!(c.ip, PEER, "{h:?}");
+            assert!(c.peer_trusted && !c.malformed, "{h:?}");
+        }
+        // An undisclosed hop behind a trusted one still stops the walk there.
+        let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        let h = headers(&[("forwarded", "for=81.2.69.160, for=unknown, for=10.1.1.1")]);
+        assert_eq!(resolve(PEER, &h, &trusted).ip, PEER);
+    }
+
+    #[test]
+    fn mapped_ipv6_trusted_networks_match_ipv4_peers() {
+        let trusted = canonical_nets(&nets(&["::ffff:127.0.0.0/104", "::ffff:10.1.2.3/128"]));
+        assert_eq!(trusted, nets(&["127.0.0.0/8", "10.1.2.3/32"]));
+        let h = headers(&[("x-forwarded-for", "81.2.69.160, 10.1.2.3")]);
+        let c = resolve(PEER, &h, &trusted);
+        assert_eq!(c.ip, "81.2.69.160".parse::<IpAddr>().unwrap());
+        // Plain IPv6 networks and short mapped prefixes are left alone.
+        assert_eq!(
+            canonical_nets(&nets(&["2001:db8::/32", "::ffff:0:0/64"])),
+            nets(&["2001:db8::/32", "::ffff:0:0/64"])
+        );
     }
 
     #[test]
