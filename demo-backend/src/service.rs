@@ -26,7 +26,7 @@ const MAX_DELAY_MS: u64 = 60_000;
 /// Largest request body `/echo` collects.
 const MAX_ECHO: usize = 64 * 1024 * 1024;
 
-/// Answers one request, or a 503 as soon as the backend is stopped.
+/// Answers one request; a stopped backend's connections are dropped unanswered.
 /// Adds `x-backend` / `x-region` to whatever is answered.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -35,7 +35,15 @@ pub(crate) async fn handle(
 ) -> Response<RespBody> {
     let mut resp = tokio::select! {
         resp = respond(&shared, req) => resp,
-        () = crate::stopped(&mut stop) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        () = crate::stopped(&mut stop) => {
+            // A killed backend answers nothing: its connection task drops the connection
+            // as soon as it sees the stop. On a multi-thread runtime this handler can see
+            // the stop first, within the same poll, and an immediate answer would still go
+            // out; waiting makes sure the connection is gone by then (an HTTP/2 stream,
+            // spawned on its own, ends after the wait instead of hanging forever).
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        }
     };
     let headers = resp.headers_mut();
     headers.insert("x-backend", shared.name_hv.clone());

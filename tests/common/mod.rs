@@ -332,7 +332,9 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A metric's value from the text exposition (exact series match), or 0.
+/// A metric's value from the text exposition (exact series match). Panics when the
+/// series is not there at all, so a renamed metric or label fails the test instead of
+/// reading as 0.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
@@ -340,7 +342,14 @@ pub fn metric(text: &str, series: &str) -> f64 {
                 .and_then(|rest| rest.strip_prefix(' '))
                 .and_then(|v| v.trim().parse().ok())
         })
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| {
+            let family = series.split('{').next().unwrap_or(series);
+            let seen: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
+            panic!(
+                "no series {series} in the metrics; {family} has:\n{}",
+                seen.join("\n")
+            )
+        })
 }
 
 /// Starts Meridian from an async test without blocking the runtime's workers.
