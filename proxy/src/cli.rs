@@ -130,6 +130,13 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if !upgrade {
+                if let Err(e) = crate::readiness::preflight(&cfg) {
+                    eprintln!("{}: {e}", config.display());
+                    eprintln!("meridian: not starting: listeners unavailable");
+                    return ExitCode::FAILURE;
+                }
+            }
             crate::logging::init(&cfg.logging);
             let inst = match Instance::new(cfg) {
                 Ok(i) => i,

@@ -38,7 +38,10 @@ pub struct Instance {
     pub metrics: Metrics,
     /// The config file, if the instance was started from one (reloads re-read it).
     pub config_path: Option<PathBuf>,
-    /// Set once the first probe round is done.
+    /// Set once every backend has been probed at least once.
+    pub probed: AtomicBool,
+    /// Set once the instance is ready: listeners up, first probe round and first DNS
+    /// resolutions done (see [`crate::readiness`]).
     pub ready: AtomicBool,
     /// Set when the process starts handing over to a new one or shutting down: responses
     /// then carry `Connection: close`, so clients move to fresh connections (served by
@@ -120,6 +123,7 @@ impl Instance {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
             config_path,
+            probed: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),
@@ -145,11 +149,15 @@ impl Instance {
     pub(crate) fn swap(&self, snap: Snapshot) {
         let generation = snap.generation;
         self.metrics.config_generation.set(generation as i64);
-        self.snapshot.store(Arc::new(snap));
+        let snap = Arc::new(snap);
+        self.snapshot.store(snap.clone());
+        // Usable counts right away: a reload that replaced a region's backends must not
+        // route by the old count until the next measurement tick.
+        snap.measure(tokio::time::Instant::now());
         self.changed.send_replace(generation);
     }
 
-    /// Whether the instance is ready (config loaded, first probe round done).
+    /// Whether the instance is ready (listeners up, first probe round done).
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -17,9 +17,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Milliseconds since a process-wide epoch, on tokio's clock (which tests can pause).
+///
+/// The epoch is an hour before the first call, so that instants taken a little earlier
+/// (another runtime's clock, a paused test clock started before the first call) still map
+/// to distinct stamps instead of all saturating to zero.
 pub fn now_ms(now: Instant) -> u32 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(|| now);
+    let epoch = *EPOCH.get_or_init(|| now.checked_sub(Duration::from_secs(3600)).unwrap_or(now));
     // Wraps after ~49 days; every user takes differences with `wrapping_sub`.
     (now.saturating_duration_since(epoch).as_millis() & 0xffff_ffff) as u32
 }
@@ -125,8 +129,12 @@ impl Default for Ewma {
 pub struct LatencyStats {
     /// EWMA of active probe round-trip time.
     pub probe: Ewma,
-    /// Peak EWMA of live response time (time to the response header).
+    /// Peak EWMA of live response time (time to the response header): what picking a
+    /// backend within a region reacts to, at once.
     pub response: Ewma,
+    /// Plain EWMA of the same samples: what region ranking looks at, so that one slow
+    /// response cannot move a whole region.
+    pub response_avg: Ewma,
     inflight: AtomicU32,
 }
 
@@ -139,8 +147,15 @@ impl LatencyStats {
         LatencyStats {
             probe: Ewma::new(),
             response: Ewma::new_peak(),
+            response_avg: Ewma::new(),
             inflight: AtomicU32::new(0),
         }
+    }
+
+    /// Records a live response time (both averages).
+    pub fn observe_response(&self, elapsed: Duration, now: Instant, tau: Duration) {
+        self.response.observe(elapsed, now, tau);
+        self.response_avg.observe(elapsed, now, tau);
     }
 
     /// The backend's expected latency in microseconds at `now`.
@@ -148,8 +163,18 @@ impl LatencyStats {
     /// The probe RTT is the baseline; the response peak-EWMA counts above it, and its excess
     /// decays towards the baseline as it ages (window `tau`).
     pub fn estimate_us(&self, now: Instant, tau: Duration) -> f32 {
-        let probe = self.probe.read(now).map(|(v, _)| v);
-        match (probe, self.response.read(now)) {
+        Self::blend(&self.probe, &self.response, now, tau)
+    }
+
+    /// Like [`Self::estimate_us`] but from the plain response average: the steady view
+    /// that region measurements are made of.
+    pub fn smooth_estimate_us(&self, now: Instant, tau: Duration) -> f32 {
+        Self::blend(&self.probe, &self.response_avg, now, tau)
+    }
+
+    fn blend(probe: &Ewma, response: &Ewma, now: Instant, tau: Duration) -> f32 {
+        let probe = probe.read(now).map(|(v, _)| v);
+        match (probe, response.read(now)) {
             (Some(p), Some((r, age))) => p + (r - p).max(0.0) * decay(age, tau),
             (None, Some((r, age))) => {
                 DEFAULT_ESTIMATE_US + (r - DEFAULT_ESTIMATE_US) * decay(age, tau)
@@ -251,6 +276,35 @@ mod tests {
         tokio::time::advance(TAU * 20).await;
         let old = s.estimate_us(Instant::now(), TAU);
         assert!((old - 1000.0).abs() < 1.0, "back to the probe RTT: {old}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_slow_response_moves_the_peak_estimate_not_the_smooth_one() {
+        let s = LatencyStats::new();
+        for _ in 0..20 {
+            s.probe
+                .observe(Duration::from_millis(1), Instant::now(), TAU);
+            s.observe_response(Duration::from_millis(2), Instant::now(), TAU);
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        s.observe_response(Duration::from_millis(300), Instant::now(), TAU);
+        let now = Instant::now();
+        assert!(
+            s.estimate_us(now, TAU) > 290_000.0,
+            "the peak reacts at once"
+        );
+        let smooth = s.smooth_estimate_us(now, TAU);
+        assert!(
+            smooth < 10_000.0,
+            "one outlier barely moves the smooth view: {smooth}"
+        );
+        // A sustained slowdown does move it.
+        for _ in 0..50 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            s.observe_response(Duration::from_millis(80), Instant::now(), TAU);
+        }
+        let smooth = s.smooth_estimate_us(Instant::now(), TAU);
+        assert!(smooth > 50_000.0, "{smooth}");
     }
 
     #[test]

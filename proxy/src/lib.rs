@@ -5,7 +5,7 @@
 //! (`meridian-geoip`) → [`route`] (steering and ranking of regions) → [`pick`] (a backend in
 //! a region) → upstream. [`probe`] and [`health`] keep backend state, [`latency`] measures,
 //! [`snapshot`] holds the routing state behind one `ArcSwap` in [`instance`], [`reload`]
-//! swaps it, [`admin`] and [`metrics`] expose it.
+//! swaps it, [`admin`] and [`metrics`] expose it, [`readiness`] says when to serve.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod pick;
 pub mod probe;
 pub mod proxy_protocol;
+pub mod readiness;
 pub mod redirect;
 pub mod reload;
 pub mod route;

@@ -53,6 +53,9 @@ impl Prober {
 }
 
 struct ProbeTask {
+    /// The state this task probes: a backend removed and re-added between two reconciles
+    /// gets a fresh state object, and the task must follow it.
+    state: Arc<BackendState>,
     handle: JoinHandle<()>,
     settings: watch::Sender<ProbeSettings>,
 }
@@ -113,7 +116,7 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
             tls: region.tls.clone(),
         };
         match tasks.get(&state.id) {
-            Some(t) if !t.handle.is_finished() => {
+            Some(t) if !t.handle.is_finished() && Arc::ptr_eq(&t.state, state) => {
                 t.settings.send_if_modified(|s| {
                     let changed = *s != settings;
                     *s = settings.clone();
@@ -123,13 +126,17 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
             _ => {
                 let (tx, rx) = watch::channel(settings);
                 let handle = tokio::spawn(probe_loop(state.clone(), rx));
-                tasks.insert(
+                let old = tasks.insert(
                     state.id.clone(),
                     ProbeTask {
+                        state: state.clone(),
                         handle,
                         settings: tx,
                     },
                 );
+                if let Some(old) = old {
+                    old.handle.abort();
+                }
             }
         }
     }
@@ -328,46 +335,18 @@ async fn probe_http<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Publishes region measurements and backend gauges; sets readiness after the first round.
+/// Publishes region measurements and backend gauges ([`Snapshot::measure`]) every
+/// [`MEASURE_EVERY`]; records when every backend has had its first probe.
+///
+/// [`Snapshot::measure`]: crate::snapshot::Snapshot::measure
 async fn measure_loop(inst: Arc<Instance>) {
     let mut tick = tokio::time::interval(MEASURE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let snap = inst.snapshot();
-        let now = Instant::now();
-        let tau = snap.config.latency.decay;
-        let mut all_probed = true;
-        for region in &snap.regions {
-            let mut usable = 0u32;
-            let mut sum = 0f64;
-            for m in &region.members {
-                let s = &m.state;
-                all_probed &= s.probes() > 0;
-                let up = s.usable(now);
-                s.metrics.up.set(i64::from(up));
-                if up {
-                    usable += 1;
-                    sum += f64::from(s.latency.estimate_us(now, tau));
-                }
-            }
-            let measured = if usable > 0 {
-                sum / f64::from(usable)
-            } else {
-                0.0
-            };
-            region
-                .state
-                .publish(measured.min(f64::from(u32::MAX)) as u32, usable);
-        }
-        // Backend names must have had their first resolution (and its backends a probe).
-        let all_probed = all_probed && inst.dns.first_round_done();
-        if all_probed && !inst.ready.swap(true, Ordering::Relaxed) {
-            tracing::info!(
-                generation = snap.generation,
-                "first probe round done: ready"
-            );
-            crate::systemd::notify_ready();
+        if snap.measure(Instant::now()) && !inst.probed.swap(true, Ordering::Relaxed) {
+            tracing::info!(generation = snap.generation, "first probe round done");
         }
     }
 }

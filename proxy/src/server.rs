@@ -118,8 +118,13 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     }
     for (listener, resolver) in cfg.listeners.https.iter().zip(&inst.certs) {
         // The resolver owns certificate selection; reloads swap its set in place.
-        let Ok(mut tls) = TlsSettings::intermediate("", "") else {
-            continue;
+        let mut tls = match TlsSettings::intermediate("", "") {
+            Ok(tls) => tls,
+            Err(e) => {
+                // Not expected with rustls; readiness reports the listener as never up.
+                tracing::error!(listener = %listener.address, error = %e, "cannot set up TLS");
+                continue;
+            }
         };
         tls.set_cert_resolver(resolver.clone());
         tls.enable_h2();
@@ -162,6 +167,10 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     let inst_for_drain = inst.clone();
     server.add_service(background_service("reload", ReloadTriggers::new(inst)));
     server.add_service(background_service("watchdog", Watchdog));
+    server.add_service(background_service(
+        "readiness",
+        crate::readiness::Readiness::new(inst_for_drain.clone()),
+    ));
     watch_drain(&server, inst_for_drain);
     server
 }

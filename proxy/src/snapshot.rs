@@ -6,26 +6,39 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use meridian_config::{Config, HealthCheck};
 use meridian_geoip::{Coordinates, Locator};
+use tokio::time::Instant;
 
 use crate::backend::BackendState;
 use crate::discovery::Answers;
+use crate::latency::now_ms;
 use crate::metrics::{Metrics, RegionMetrics};
 use crate::pick::{Balancer, Member};
 use crate::route::{CountryTable, RegionList};
 use crate::tls::{TlsError, UpstreamPeerTls};
+
+/// Up to this many regions, failover counters are kept in a (from, to) table; beyond, the
+/// (rare) failover looks its label up.
+pub const FAILOVER_TABLE_MAX_REGIONS: usize = 128;
+
+/// A region's published latency changes at most this often (see
+/// [`RegionState::publish_measurement`]).
+pub const MEASUREMENT_DWELL: Duration = Duration::from_secs(1);
 
 /// Live per-region state, carried across reloads by region name.
 #[derive(Debug)]
 pub struct RegionState {
     /// Pre-resolved metric handles.
     pub metrics: RegionMetrics,
-    /// Measured latency from this instance to the region's usable backends (µs).
+    /// Measured latency from this instance to the region's usable backends (µs), as
+    /// published for ranking.
     measured_us: AtomicU32,
+    /// When `measured_us` last changed ([`now_ms`] stamp; 0: never).
+    measured_at: AtomicU32,
     /// Usable backends, as of the last measurement tick.
     usable: AtomicU32,
     /// Rotating cursor for round-robin style algorithms.
@@ -43,6 +56,7 @@ impl RegionState {
         RegionState {
             metrics,
             measured_us: AtomicU32::new(0),
+            measured_at: AtomicU32::new(0),
             usable: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
         }
@@ -58,11 +72,44 @@ impl RegionState {
         self.usable.load(Ordering::Relaxed)
     }
 
-    /// Publishes a measurement (the ranker task only).
+    /// Sets both values as they are (tests and benchmarks).
     pub fn publish(&self, measured_us: u32, usable: u32) {
         self.measured_us.store(measured_us, Ordering::Relaxed);
         self.usable.store(usable, Ordering::Relaxed);
         self.metrics.healthy.set(i64::from(usable));
+    }
+
+    /// Publishes a measurement (the measurement tick, and right after a swap).
+    ///
+    /// The usable count is published at once: health must act immediately. The measured
+    /// latency moves with hysteresis, so that noise never reorders regions: the published
+    /// value changes only when the measurement differs from it by more than `deadband_us`,
+    /// and at most once per [`MEASUREMENT_DWELL`]. A region with no usable backend keeps
+    /// its last latency (it ranks last anyway). Returns whether the latency changed.
+    pub fn publish_measurement(
+        &self,
+        measured_us: u32,
+        usable: u32,
+        now: Instant,
+        deadband_us: u32,
+    ) -> bool {
+        self.usable.store(usable, Ordering::Relaxed);
+        self.metrics.healthy.set(i64::from(usable));
+        if usable == 0 {
+            return false;
+        }
+        let current = self.measured_us.load(Ordering::Relaxed);
+        let at = self.measured_at.load(Ordering::Relaxed);
+        let stamp = now_ms(now).max(1);
+        let first = at == 0;
+        let moved = current.abs_diff(measured_us) > deadband_us;
+        let dwelt = u128::from(stamp.wrapping_sub(at)) >= MEASUREMENT_DWELL.as_millis();
+        if first || (moved && dwelt) {
+            self.measured_us.store(measured_us, Ordering::Relaxed);
+            self.measured_at.store(stamp, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 }
 
@@ -101,11 +148,17 @@ pub struct Snapshot {
     pub local_order: RegionList,
     /// Client IP → location.
     pub locator: Arc<Locator>,
-    /// The `Via` value this node appends: `1.1 <name>` for HTTP/1 clients, `2 <name>` for
-    /// HTTP/2 ones (index by `is_http2`).
-    pub via: [http::HeaderValue; 2],
+    /// The `Via` entry this node appends, by the client's protocol version (see
+    /// [`Snapshot::via_for`]).
+    via: [http::HeaderValue; 3],
+    /// `client.trusted_proxies`, IPv4-mapped networks in IPv4 form
+    /// ([`crate::client::canonical_nets`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Steering precomputed per client country (see [`CountryTable`]).
     pub country_table: CountryTable,
+    /// Failover counters by (from, to) region index, resolved on first use so the request
+    /// path never looks a label up (empty above [`FAILOVER_TABLE_MAX_REGIONS`] regions).
+    failovers: Vec<OnceLock<prometheus::IntCounter>>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
@@ -233,9 +286,11 @@ impl Snapshot {
         let mut snap = Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             via: [
+                via_value("1.0", &config.node.name),
                 via_value("1.1", &config.node.name),
                 via_value("2", &config.node.name),
             ],
+            trusted_proxies: crate::client::canonical_nets(&config.client.trusted_proxies),
             config,
             regions,
             local,
@@ -243,10 +298,72 @@ impl Snapshot {
             local_order,
             locator,
             country_table: CountryTable::default(),
+            failovers: Vec::new(),
             built_at: SystemTime::now(),
         };
         snap.country_table = CountryTable::build(&snap);
+        let n = snap.regions.len();
+        if n <= FAILOVER_TABLE_MAX_REGIONS {
+            snap.failovers = (0..n * n).map(|_| OnceLock::new()).collect();
+        }
         Ok(snap)
+    }
+
+    /// The `Via` entry for a request received as `version` (`1.0 <name>`, `1.1 <name>`,
+    /// `2 <name>`; RFC 9110 §7.6.3: the protocol the request was *received* with).
+    pub fn via_for(&self, version: http::Version) -> &http::HeaderValue {
+        match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => &self.via[0],
+            http::Version::HTTP_11 => &self.via[1],
+            _ => &self.via[2],
+        }
+    }
+
+    /// Measures every region at `now` and publishes the result (see
+    /// [`RegionState::publish_measurement`]): its usable backends, and the mean of their
+    /// smoothed latency estimates. Also refreshes each backend's `up` gauge. Returns whether
+    /// every backend has been probed at least once.
+    pub fn measure(&self, now: Instant) -> bool {
+        let latency = &self.config.latency;
+        let deadband = (latency.tolerance.as_micros() / 4).min(u128::from(u32::MAX)) as u32;
+        let mut all_probed = true;
+        for region in &self.regions {
+            let mut usable = 0u32;
+            let mut sum = 0f64;
+            for m in &region.members {
+                let s = &m.state;
+                all_probed &= s.probes() > 0;
+                let up = s.usable(now);
+                s.metrics.up.set(i64::from(up));
+                if up {
+                    usable += 1;
+                    sum += f64::from(s.latency.smooth_estimate_us(now, latency.decay));
+                }
+            }
+            let measured = if usable > 0 {
+                sum / f64::from(usable)
+            } else {
+                0.0
+            };
+            let measured = measured.clamp(0.0, f64::from(u32::MAX)) as u32;
+            region
+                .state
+                .publish_measurement(measured, usable, now, deadband);
+        }
+        all_probed
+    }
+
+    /// Counts a request that steering preferred for region `from` but region `to` served.
+    pub fn count_failover(&self, metrics: &Metrics, from: usize, to: usize) {
+        let (Some(f), Some(t)) = (self.regions.get(from), self.regions.get(to)) else {
+            return;
+        };
+        match self.failovers.get(from * self.regions.len() + to) {
+            Some(cell) => cell
+                .get_or_init(|| metrics.failover_counter(&f.name, &t.name))
+                .inc(),
+            None => metrics.failover_counter(&f.name, &t.name).inc(),
+        }
     }
 
     /// Every backend in the snapshot.
@@ -264,5 +381,54 @@ impl Snapshot {
             .filter(|(_, m)| !keep.contains(&*m.state.id))
             .map(|(_, m)| &*m.state)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> RegionState {
+        RegionState::new(Metrics::new().region("r"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn published_latency_ignores_noise_and_changes_at_most_once_per_dwell() {
+        let r = state();
+        let now = Instant::now;
+        assert!(
+            r.publish_measurement(10_000, 2, now(), 5_000),
+            "first value"
+        );
+        assert_eq!(r.measured_us(), 10_000);
+        tokio::time::advance(MEASUREMENT_DWELL * 3).await;
+        // Noise inside the dead band: nothing moves, however long it lasts.
+        for v in [12_000, 8_000, 14_900, 5_100] {
+            assert!(!r.publish_measurement(v, 2, now(), 5_000), "{v}");
+            tokio::time::advance(MEASUREMENT_DWELL).await;
+        }
+        assert_eq!(r.measured_us(), 10_000);
+        // A real shift is published ...
+        assert!(r.publish_measurement(40_000, 2, now(), 5_000));
+        assert_eq!(r.measured_us(), 40_000);
+        // ... and the next shift waits for the dwell time, so the value cannot flap on
+        // every 100 ms tick.
+        tokio::time::advance(MEASUREMENT_DWELL / 2).await;
+        assert!(!r.publish_measurement(10_000, 2, now(), 5_000));
+        assert_eq!(r.measured_us(), 40_000);
+        tokio::time::advance(MEASUREMENT_DWELL / 2).await;
+        assert!(r.publish_measurement(10_000, 2, now(), 5_000));
+        assert_eq!(r.measured_us(), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn usable_count_is_published_at_once_and_no_backend_keeps_the_latency() {
+        let r = state();
+        let now = Instant::now;
+        r.publish_measurement(10_000, 2, now(), 5_000);
+        r.publish_measurement(90_000, 0, now(), 5_000);
+        assert_eq!((r.usable(), r.measured_us()), (0, 10_000));
+        r.publish_measurement(10_000, 1, now(), 5_000);
+        assert_eq!(r.usable(), 1);
     }
 }
