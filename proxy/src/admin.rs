@@ -178,7 +178,7 @@ impl ServeHttp for Admin {
                     respond(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "text/plain",
-                        b"starting: first probe round not done\n".to_vec(),
+                        b"starting: listeners or first probe round not ready\n".to_vec(),
                     )
                 }
             }
@@ -204,11 +204,17 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/status" | "/reload") => respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                b"method not allowed\n".to_vec(),
-            ),
+            (_, "/metrics" | "/healthz" | "/status" | "/reload") => {
+                let mut resp = respond(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    b"method not allowed\n".to_vec(),
+                );
+                let allow = if path == "/reload" { "POST" } else { "GET" };
+                resp.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                resp
+            }
             _ => respond(
                 StatusCode::NOT_FOUND,
                 "text/plain",

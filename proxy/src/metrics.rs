@@ -261,9 +261,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a cross-region failover (rare: resolves labels on the spot).
-    pub fn failover(&self, from: &str, to: &str) {
-        self.failovers.with_label_values(&[from, to]).inc();
+    /// The counter of requests steered to region `from` but served by `to` (the snapshot
+    /// keeps these handles; see `Snapshot::count_failover`).
+    pub fn failover_counter(&self, from: &str, to: &str) -> IntCounter {
+        self.failovers.with_label_values(&[from, to])
     }
 
     /// Counts a reload by result (`ok`, `invalid`, `needs_upgrade`, `unchanged`).
@@ -340,7 +341,7 @@ mod tests {
         b.count_status(Some(503));
         b.count_status(None);
         m.region("eu-west").by_continent[3].inc();
-        m.failover("us-east", "eu-west");
+        m.failover_counter("us-east", "eu-west").inc();
         m.reload("ok");
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(

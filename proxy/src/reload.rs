@@ -168,7 +168,7 @@ pub fn apply(inst: &Instance, config: Config, trigger: &str) -> Result<ReloadOut
         Ok(c) => c,
         Err(e) => return reject(&e),
     };
-    let swapped = match rebuild(inst, Arc::new(config), locator, &current, trigger) {
+    let swapped = match rebuild(inst, Arc::new(config), locator, &current, trigger, true) {
         Ok(s) => s,
         Err(e) => return reject(&e),
     };
@@ -200,13 +200,16 @@ pub struct Swapped {
 
 /// Builds a snapshot of `config` over `current` (carrying live state by ID, with the
 /// latest DNS answers) and swaps it in. Shared by reloads and DNS discovery; callers hold
-/// `reload_lock`, so `current` is the snapshot in use.
+/// `reload_lock`, so `current` is the snapshot in use. With `as_reload`, the swap is
+/// recorded as a successful reload (`/status`, `meridian_reloads_total`); DNS-driven
+/// rebuilds are not reloads and leave that record alone (a rejected reload stays visible).
 pub fn rebuild(
     inst: &Instance,
     config: Arc<Config>,
     locator: Arc<meridian_geoip::Locator>,
     current: &Snapshot,
     trigger: &str,
+    as_reload: bool,
 ) -> Result<Swapped, crate::tls::TlsError> {
     let answers = inst.dns.answers();
     let next = Snapshot::build(config, locator, Some(current), &inst.metrics, &answers)?;
@@ -218,7 +221,9 @@ pub fn rebuild(
         .collect();
     let backends = next.backends().count();
     // Recorded before the swap, so whoever sees the new generation also sees the record.
-    record(inst, trigger, "ok", None, generation);
+    if as_reload {
+        record(inst, trigger, "ok", None, generation);
+    }
     inst.swap(next);
     for (region, addr) in &removed {
         tracing::info!(trigger, region = %region, backend = %addr, "backend removed; requests in flight finish on it (draining)");
@@ -244,6 +249,7 @@ pub fn rebuild_current(inst: &Instance, trigger: &str) -> Result<(), String> {
         current.locator.clone(),
         &current,
         trigger,
+        false,
     )
     .map_err(|e| e.to_string())?;
     tracing::info!(
@@ -275,36 +281,115 @@ async fn run_reload(inst: &Arc<Instance>, trigger: &'static str) {
     if let Err(e) = result {
         tracing::error!(error = %e, "reload task failed");
     }
-    crate::systemd::notify_ready();
+    // Reloading is over. Before the instance first became ready, readiness says READY=1.
+    if inst.is_ready() {
+        crate::systemd::notify_ready();
+    }
 }
 
-/// Watches the directory of `path` (so that replace-by-rename is seen) and sends a unit
-/// on every event that touches the file.
-fn watch_file(
-    path: &Path,
+/// What the file watcher is set up from: whether to watch, how long to wait for quiet,
+/// and which files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WatchSetup {
+    watch: bool,
+    debounce: Duration,
+    files: Vec<PathBuf>,
+}
+
+impl WatchSetup {
+    fn of(inst: &Instance) -> Self {
+        let snap = inst.snapshot();
+        let config = &snap.config;
+        WatchSetup {
+            watch: config.reload.watch && inst.config_path.is_some(),
+            debounce: config.reload.debounce,
+            files: inst
+                .config_path
+                .iter()
+                .cloned()
+                .chain(watched_files(config))
+                .map(|p| std::path::absolute(&p).unwrap_or(p))
+                .collect(),
+        }
+    }
+}
+
+/// The files besides the config itself whose change triggers a reload: the GeoIP
+/// database (replaced by geoipupdate) and every certificate, key and CA file (renewed by
+/// an ACME client), so that a renewal is served without a SIGHUP.
+pub fn watched_files(config: &Config) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = config.geoip.database.iter().cloned().collect();
+    for l in &config.listeners.https {
+        for c in &l.certificates {
+            files.push(c.cert_file.clone());
+            files.push(c.key_file.clone());
+        }
+    }
+    for r in &config.regions {
+        if let Some(tls) = &r.tls {
+            files.extend(tls.ca_file.iter().cloned());
+            if let Some(c) = &tls.client_cert {
+                files.push(c.cert_file.clone());
+                files.push(c.key_file.clone());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Watches the directories of `files` (so that replace-by-rename, as editors, config
+/// managers, geoipupdate and ACME clients do it, is seen) and sends a unit on every event
+/// that touches one of them.
+fn watch_files(
+    files: &[PathBuf],
     tx: mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let name = path.file_name().map(|n| n.to_os_string());
+    let wanted: std::collections::HashSet<PathBuf> = files.iter().cloned().collect();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
-        if event
-            .paths
-            .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-        {
+        if event.paths.iter().any(|p| wanted.contains(p)) {
             let _ = tx.send(());
         }
     })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .map(|f| {
+            f.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
+}
+
+/// Starts watching as `setup` says (`None` when watching is off or impossible).
+fn start_watching(
+    setup: &WatchSetup,
+    tx: &mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    if !setup.watch {
+        return None;
+    }
+    match watch_files(&setup.files, tx.clone()) {
+        Ok(w) => {
+            tracing::debug!(files = ?setup.files, "watching for changes");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!(files = ?setup.files, error = %e, "cannot watch the config files; reload with SIGHUP or POST /reload");
+            None
+        }
+    }
 }
 
 #[async_trait]
@@ -318,21 +403,9 @@ impl BackgroundService for ReloadTriggers {
             }
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let snap = self.inst.snapshot();
-        let debounce = snap.config.reload.debounce;
-        let _watcher = match (&self.inst.config_path, snap.config.reload.watch) {
-            (Some(path), true) => {
-                let path: PathBuf = path.clone();
-                match watch_file(&path, tx) {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        tracing::error!(file = %path.display(), error = %e, "cannot watch the config file");
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
+        let mut changes = self.inst.subscribe();
+        let mut setup = WatchSetup::of(&self.inst);
+        let mut _watcher = start_watching(&setup, &tx);
         loop {
             tokio::select! {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
@@ -341,10 +414,19 @@ impl BackgroundService for ReloadTriggers {
                 }
                 Some(()) = rx.recv() => {
                     // Debounce: editors write in several steps; wait for quiet.
-                    let quiet = debounce.max(Duration::from_millis(10));
+                    let quiet = setup.debounce.max(Duration::from_millis(10));
                     while let Ok(Some(())) = tokio::time::timeout(quiet, rx.recv()).await {}
                     tracing::info!("config file changed: reloading");
                     run_reload(&self.inst, "file change").await;
+                }
+                Ok(()) = changes.changed() => {
+                    // A reload may have changed what to watch (`[reload]`, the GeoIP
+                    // database, certificate files): follow it.
+                    let next = WatchSetup::of(&self.inst);
+                    if next != setup {
+                        _watcher = start_watching(&next, &tx);
+                        setup = next;
+                    }
                 }
                 _ = shutdown.changed() => break,
             }
