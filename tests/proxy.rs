@@ -112,6 +112,99 @@ async fn requests_and_responses_pass_intact() {
     );
 }
 
+/// Sends raw request bytes (ending the header with `Connection: close`) and returns the
+/// response head, lower-cased header names, as (status, headers).
+fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let head = text.split("\r\n\r\n").next().unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_headers_chain_as_a_proxy_should() {
+    let b = backend("b1", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str("[client]\ntrusted_proxies = [\"127.0.0.0/8\"]\n");
+    cfg.push_str(&region("local", 50.0, 8.0, &[&b], ""));
+    let _m = start(cfg, listen, admin).await;
+
+    blocking(move || {
+        // HTTP/1.0, two Via lines from earlier hops, a trusted XFF chain on two lines.
+        let (status, h) = raw(
+            listen,
+            b"GET /echo HTTP/1.0\r\nHost: x\r\nVia: 1.1 edge-a\r\nVia: 1.0 edge-b, 1.1 edge-c\r\n\
+              X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            get(&h, "x-echo-h-via"),
+            Some("1.1 edge-a, 1.0 edge-b, 1.1 edge-c, 1.0 meridian-local"),
+            "every earlier Via entry kept in order, this hop with the received version: {h:?}"
+        );
+        assert_eq!(
+            get(&h, "x-echo-h-x-forwarded-for"),
+            Some("203.0.113.7, 10.0.0.1, 127.0.0.1"),
+            "a trusted chain is kept and the peer appended: {h:?}"
+        );
+
+        // A chain that is not text (obs-text bytes) is no chain: replaced by the peer,
+        // never an empty first entry.
+        let mut req = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.\xff\r\n".to_vec();
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        let (status, h) = raw(listen, &req);
+        assert_eq!(status, 200);
+        assert_eq!(get(&h, "x-echo-h-x-forwarded-for"), Some("127.0.0.1"), "{h:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_answers_a_wrong_method_with_405_and_allow() {
+    let b = backend("b1", "local").await;
+    let (cfg, listen, admin) = one_region(&[&b], "");
+    let _m = start(cfg, listen, admin).await;
+    blocking(move || {
+        let (status, h) = raw(
+            admin,
+            b"DELETE /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!((status, get(&h, "allow")), (405, Some("GET")), "{h:?}");
+        let (status, h) = raw(
+            admin,
+            b"GET /reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!((status, get(&h, "allow")), (405, Some("POST")), "{h:?}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn weighted_round_robin_follows_weights() {
     let b1 = backend("b1", "local").await;
@@ -355,4 +448,56 @@ async fn clients_hanging_up_do_not_eject_a_backend() {
         "a client hanging up is not the backend's fault"
     );
     assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+}
+
+#[test]
+fn a_taken_listener_address_stops_the_start_with_a_clear_error() {
+    // Something else already listens on the proxy port.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = squatter.local_addr().unwrap();
+    let admin = free_addr();
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&region("local", 50.0, 8.0, &[], ""));
+    cfg = cfg.replace(
+        "backends = [\n]",
+        "backends = [{ address = \"127.0.0.1:9\" }]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meridian.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let mut child = std::process::Command::new(meridian_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .arg("--pid-file")
+        .arg(dir.path().join("pid"))
+        .arg("--upgrade-sock")
+        .arg(dir.path().join("sock"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("meridian kept running with its listen address taken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("listeners.http[0] = \"{listen}\": cannot listen:")),
+        "{err}"
+    );
+    assert!(
+        !blocking_get(admin, "/healthz").is_ok_and(|(code, _)| code == 200),
+        "nothing pretends to be ready"
+    );
+    drop(squatter);
 }

@@ -182,7 +182,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ProxyProtocol<A> {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let snap = self.inst.snapshot();
-        let trusted = peer.is_some_and(|ip| is_trusted(&snap.config.client.trusted_proxies, ip));
+        let trusted = peer.is_some_and(|ip| is_trusted(&snap.trusted_proxies, ip));
         if !trusted {
             self.inst.metrics.bad_client_header.inc();
             tracing::debug!(?peer, "PROXY protocol from an untrusted peer: closing");

@@ -74,6 +74,9 @@ pub struct Ctx {
     no_backend: bool,
     /// Whether the client connection is TLS (an HTTPS listener).
     tls: bool,
+    /// Whether request body bytes passed on to the current attempt (as far as the proxy
+    /// can tell: a chunk handed to `request_body_filter` may have been sent).
+    body_sent: bool,
 }
 
 const NO_BACKEND_BODY: &str = "503 Service Unavailable: no healthy backend is available\n";
@@ -134,6 +137,27 @@ fn hash_key(session: &Session, key: &HashKey, client: Option<IpAddr>) -> Option<
     }
 }
 
+/// The lines of a list-valued header joined with ", ", or `None` when there are none.
+/// With `all_or_nothing`, one line that is not visible ASCII makes the whole list `None`
+/// (a forwarding chain with a hole in it is no chain); otherwise such lines are skipped.
+fn joined(values: http::header::GetAll<'_, HeaderValue>, all_or_nothing: bool) -> Option<String> {
+    let mut out = String::new();
+    for v in values {
+        match v.to_str() {
+            Ok(text) if !text.trim().is_empty() => {
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(text.trim());
+            }
+            Ok(_) => {}
+            Err(_) if all_or_nothing => return None,
+            Err(_) => {}
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 #[async_trait]
 impl ProxyHttp for MeridianProxy {
     type CTX = Ctx;
@@ -153,6 +177,7 @@ impl ProxyHttp for MeridianProxy {
             outcome_recorded: true,
             no_backend: false,
             tls: false,
+            body_sent: false,
         }
     }
 
@@ -165,11 +190,7 @@ impl ProxyHttp for MeridianProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         if let Some(peer) = peer {
-            let c = client::resolve(
-                peer,
-                &session.req_header().headers,
-                &snap.config.client.trusted_proxies,
-            );
+            let c = client::resolve(peer, &session.req_header().headers, &snap.trusted_proxies);
             if c.malformed {
                 self.inst.metrics.bad_client_header.inc();
             }
@@ -177,30 +198,23 @@ impl ProxyHttp for MeridianProxy {
             ctx.client = Some(c);
         }
         ctx.plan = route::plan(snap, ctx.location.as_ref());
-        let needs_hash = ctx.plan.regions.iter().any(|&r| {
-            matches!(
-                snap.config.regions[usize::from(r)].balance,
-                meridian_config::Balance::ConsistentHash(_)
-            )
-        });
-        if needs_hash {
-            // The first hashed region's key decides; regions normally share one key.
-            let key = ctx.plan.regions.iter().find_map(|&r| {
-                match &snap.config.regions[usize::from(r)].balance {
-                    meridian_config::Balance::ConsistentHash(k) => Some(k.clone()),
-                    _ => None,
-                }
-            });
-            if let Some(key) = key {
-                ctx.hash = hash_key(session, &key, ctx.client.map(|c| c.ip));
+        // The first consistent-hash region in the plan decides the key (regions normally
+        // share one key); computed once, borrowed from the snapshot, no allocation.
+        let key = ctx.plan.regions.iter().find_map(|&r| {
+            match &snap.config.regions[usize::from(r)].balance {
+                meridian_config::Balance::ConsistentHash(k) => Some(k),
+                _ => None,
             }
-        }
+        });
+        let hash = key.and_then(|key| hash_key(session, key, ctx.client.map(|c| c.ip)));
+        ctx.hash = hash;
         Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // A new attempt: the previous one (if any) is over.
         ctx.inflight = None;
+        ctx.body_sent = false;
         let now = Instant::now();
         let snap = ctx.snap.clone();
         let panic_threshold = snap.config.outlier.panic_threshold;
@@ -310,7 +324,14 @@ impl ProxyHttp for MeridianProxy {
             return e;
         }
         ctx.record_outcome(Outcome::Failure);
-        let safe = session.req_header().method.is_idempotent()
+        // Safe to send again elsewhere: an idempotent request, or any request the backend
+        // cannot have acted on — writing its header failed and no body byte went out (an
+        // incomplete request). Once the request may have been received whole (the error
+        // came while waiting for the answer), a POST is never replayed. Never once the
+        // response has started.
+        let unsent =
+            matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) && !ctx.body_sent;
+        let safe = (session.req_header().method.is_idempotent() || unsent)
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
         let retry = safe && ctx.may_retry();
@@ -341,21 +362,20 @@ impl ProxyHttp for MeridianProxy {
             .and_then(|a| a.as_inet())
             .map(|a| client::canonical(a.ip()));
         if let Some(peer) = peer {
-            // The common case (no prior chain) formats the address on the stack.
-            let mut buf = [0u8; 64];
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(cursor, "{peer}");
-            let len = cursor.position() as usize;
-            let chained = trusted && upstream.headers.contains_key(&client::X_FORWARDED_FOR);
-            let value = if chained {
-                let prior: Vec<&str> = upstream
-                    .headers
-                    .get_all(&client::X_FORWARDED_FOR)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                HeaderValue::from_str(&format!("{}, {peer}", prior.join(", ")))
+            let value = if trusted && upstream.headers.contains_key(&client::X_FORWARDED_FOR) {
+                // A trusted proxy's chain is kept and this hop's peer appended; a chain that
+                // is not text was ignored by `client::resolve` and is replaced here.
+                let prior = joined(upstream.headers.get_all(&client::X_FORWARDED_FOR), true);
+                match prior {
+                    Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+                    None => HeaderValue::from_str(&peer.to_string()),
+                }
             } else {
+                // The common case formats the address on the stack.
+                let mut buf = [0u8; 64];
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                let _ = write!(cursor, "{peer}");
+                let len = cursor.position() as usize;
                 HeaderValue::from_bytes(&buf[..len])
             };
             if let Ok(value) = value {
@@ -369,13 +389,30 @@ impl ProxyHttp for MeridianProxy {
         } else if upstream.headers.get("x-forwarded-proto").is_none() {
             upstream.insert_header("x-forwarded-proto", proto)?;
         }
-        let via = &ctx.snap.via[usize::from(session.is_http2())];
-        let via = match upstream.headers.get(VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", via.to_str().unwrap_or("")))
-                .unwrap_or_else(|_| via.clone()),
-            None => via.clone(),
+        // Via: every earlier entry (all lines, in order), then this hop with the protocol
+        // version the request was received with.
+        let ours = ctx.snap.via_for(session.req_header().version);
+        let via = match joined(upstream.headers.get_all(VIA), false) {
+            Some(prior) => {
+                HeaderValue::from_str(&format!("{prior}, {}", ours.to_str().unwrap_or("")))
+                    .unwrap_or_else(|_| ours.clone())
+            }
+            None => ours.clone(),
         };
         upstream.insert_header(VIA, via)?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.body_sent = true;
+        }
         Ok(())
     }
 
@@ -401,8 +438,7 @@ impl ProxyHttp for MeridianProxy {
             if let Some(m) = region.members.get(usize::from(a.member)) {
                 m.state
                     .latency
-                    .response
-                    .observe(elapsed, now, snap.config.latency.decay);
+                    .observe_response(elapsed, now, snap.config.latency.decay);
             }
         }
         let outcome = if resp.status.is_server_error() {
@@ -521,9 +557,7 @@ impl ProxyHttp for MeridianProxy {
                 }
                 if let Some(first) = ctx.plan.preferred {
                     if usize::from(first) != ri {
-                        self.inst
-                            .metrics
-                            .failover(&snap.regions[usize::from(first)].name, &region.name);
+                        snap.count_failover(&self.inst.metrics, usize::from(first), ri);
                     }
                 }
             }
