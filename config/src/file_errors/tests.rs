@@ -175,3 +175,31 @@ m.toml:1:8: node = 5: invalid type: integer `5`, expected a table
 m.toml:3:1: threads: invalid type: table, expected an integer"
     );
 }
+
+#[test]
+fn arrays_are_not_tables() {
+    // serde's derived structs would take an array's elements as their fields in order.
+    let text = "\
+logging = [\"debug\"]
+
+[node]
+region = \"a\"
+
+[regions.a]
+latitude = 1.0
+longitude = 2.0
+backends = [[\"10.0.0.1:80\"]]
+health_check = []
+
+[[timeouts]]
+connect = \"1s\"
+";
+    assert_eq!(
+        errors(text),
+        "\
+m.toml:1:11: logging = [\"debug\"]: invalid type: array, expected a table
+m.toml:9:13: regions.a.backends[0] = [\"10.0.0.1:80\"]: invalid type: array, expected a table
+m.toml:10:16: regions.a.health_check = []: invalid type: array, expected a table
+m.toml:12:1: timeouts: invalid type: array, expected a table"
+    );
+}
