@@ -9,10 +9,10 @@
 
 use std::ops::Range;
 
+use crate::context::written;
 use crate::error::{self, ConfigError};
 use crate::file::FileConfig;
 use crate::removal::{self, Step};
-use crate::validate::written;
 
 /// Top-level keys that are plain values (not tables): easy to misplace after a header.
 const TOP_LEVEL_SCALARS: &[&str] = &["threads"];

@@ -22,6 +22,7 @@
 //! ```
 
 mod checks;
+mod context;
 mod error;
 mod file;
 mod file_errors;
@@ -37,7 +38,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
-use crate::validate::Cx;
+use crate::context::Cx;
 
 /// Reads and validates a config file; relative paths inside (geoip.database, certificate files) resolve against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -5,9 +5,9 @@ use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use crate::checks::{self, Problem};
+use crate::context::Cx;
 use crate::file::{FileConfig, HealthCheckFile, RegionFile, S};
 use crate::model::{Backend, BackendAddress, Balance, HealthCheck, ProbeKind, Region};
-use crate::validate::Cx;
 
 /// The `balance` values, in the order they are documented.
 const BALANCES: [&str; 5] = [
@@ -420,7 +420,7 @@ fn backends(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use crate::validate::last_segment;
+    use crate::context::last_segment;
 
     #[test]
     fn last_segment_strips_index() {

@@ -13,9 +13,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::checks::{self, Problem};
+use crate::context::Cx;
 use crate::file::{CertificateFile, HttpsFile, UpstreamTlsFile, S};
 use crate::model::{ClientCertificate, HttpsListener, PrivateKey, ServerCertificate, UpstreamTls};
-use crate::validate::Cx;
 
 /// A path as written, resolved against the config file's directory.
 pub(crate) fn resolve(base_dir: Option<&Path>, written: &str) -> PathBuf {
