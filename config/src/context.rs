@@ -113,13 +113,26 @@ impl<'a> Cx<'a> {
         self.keys.top.get(name).cloned()
     }
 
-    /// A duration field; `None` if it was invalid (the error is recorded).
+    /// A duration field without an upper bound; `None` if it was invalid (the error is
+    /// recorded).
     pub(crate) fn duration(
         &mut self,
         value: Option<&S<String>>,
         field: &str,
         default: Duration,
         min: Min,
+    ) -> Option<Duration> {
+        self.duration_within(value, field, default, min, Duration::MAX)
+    }
+
+    /// A duration field of at most `max`; `None` if it was invalid (the error is recorded).
+    pub(crate) fn duration_within(
+        &mut self,
+        value: Option<&S<String>>,
+        field: &str,
+        default: Duration,
+        min: Min,
+        max: Duration,
     ) -> Option<Duration> {
         let Some(value) = value else {
             return Some(default);
@@ -134,7 +147,7 @@ impl<'a> Cx<'a> {
                 Min::AtLeast(least) if d < least => {
                     Err(format!("{name} must be at least {}", checks::show(least)).into())
                 }
-                _ => Ok(d),
+                _ => checks::at_most(d, max, name),
             }
         })
     }

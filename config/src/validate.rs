@@ -12,6 +12,25 @@ use crate::model::{
 };
 use crate::{regions, routing, tls};
 
+/// The longest ejection (`outlier.base_ejection`, `outlier.max_ejection`). The proxy keeps
+/// ejection deadlines as 32-bit millisecond stamps and reads their differences as signed,
+/// so an ejection past about 24 days would silently end at once; an hour is well inside
+/// that and longer than any useful ejection.
+pub(crate) const MAX_EJECTION: Duration = Duration::from_secs(3600);
+
+/// The longest DNS TTL bounds (`dns.min_ttl`, `dns.max_ttl`): the next resolution of a name
+/// is scheduled at `now + ttl`, and a far-future instant overflows (a panic).
+pub(crate) const MAX_DNS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest `dns.timeout`: names are resolved one after another, so a long timeout on
+/// an unresponsive name server holds up the refresh of every other name.
+pub(crate) const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest `latency.decay`: sample ages are 32-bit millisecond stamps (they wrap after
+/// about 49 days), and with a longer window one slow response would weigh on a backend's
+/// estimate for hours.
+pub(crate) const MAX_DECAY: Duration = Duration::from_secs(3600);
+
 /// Validates the deserialized file; `None` if any error was recorded in `cx`.
 pub(crate) fn validate(
     file: &FileConfig,
@@ -81,17 +100,19 @@ fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
     }
     let min_default = Duration::from_secs(5);
     let max_default = Duration::from_secs(300);
-    let min = cx.duration(
+    let min = cx.duration_within(
         file.min_ttl.as_ref(),
         "dns.min_ttl",
         min_default,
         Min::AtLeast(Duration::from_millis(100)),
+        MAX_DNS_TTL,
     );
-    let max = cx.duration(
+    let max = cx.duration_within(
         file.max_ttl.as_ref(),
         "dns.max_ttl",
         max_default,
         Min::Positive,
+        MAX_DNS_TTL,
     );
     if let (Some(min), Some(max)) = (min, max) {
         if max < min {
@@ -112,11 +133,12 @@ fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
     }
     let timeout_default = Duration::from_secs(2);
     let timeout = cx
-        .duration(
+        .duration_within(
             file.timeout.as_ref(),
             "dns.timeout",
             timeout_default,
             Min::Positive,
+            MAX_DNS_TIMEOUT,
         )
         .unwrap_or(timeout_default);
     Dns {
@@ -284,17 +306,22 @@ fn logging(cx: &mut Cx<'_>, file: &file::LoggingFile) -> Logging {
 }
 
 fn latency(cx: &mut Cx<'_>, file: &file::LatencyFile) -> Latency {
+    let decay_default = Duration::from_secs(10);
+    let decay = cx
+        .duration_within(
+            file.decay.as_ref(),
+            "latency.decay",
+            decay_default,
+            Min::Positive,
+            MAX_DECAY,
+        )
+        .unwrap_or(decay_default);
     let mut d = |value: &Option<S<String>>, field: &str, default: Duration, min: Min| {
         cx.duration(value.as_ref(), field, default, min)
             .unwrap_or(default)
     };
     Latency {
-        decay: d(
-            &file.decay,
-            "latency.decay",
-            Duration::from_secs(10),
-            Min::Positive,
-        ),
+        decay,
         tolerance: d(
             &file.tolerance,
             "latency.tolerance",
@@ -327,17 +354,19 @@ fn outlier(cx: &mut Cx<'_>, file: &file::OutlierFile) -> Outlier {
         .unwrap_or(5);
     let base_default = Duration::from_secs(10);
     let max_default = Duration::from_secs(300);
-    let base = cx.duration(
+    let base = cx.duration_within(
         file.base_ejection.as_ref(),
         "outlier.base_ejection",
         base_default,
         Min::Positive,
+        MAX_EJECTION,
     );
-    let max = cx.duration(
+    let max = cx.duration_within(
         file.max_ejection.as_ref(),
         "outlier.max_ejection",
         max_default,
         Min::Positive,
+        MAX_EJECTION,
     );
     if let (Some(base), Some(max)) = (base, max) {
         if max < base {
@@ -399,3 +428,7 @@ fn reload(cx: &mut Cx<'_>, file: &file::ReloadFile) -> Reload {
         debounce,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
