@@ -96,7 +96,7 @@ pub(crate) fn entry_ranges(text: &str, path: &[Step]) -> Option<Vec<Range<usize>
     let entry = entry?;
     let mut ranges = Vec::new();
     match entry.item {
-        Item::Value(value) => ranges.push(value_entry(text, entry.key, value, entry.inline)?),
+        Item::Value(value) => value_ranges(text, entry.key, value, entry.inline, &mut ranges)?,
         Item::Table(table) => table_ranges(text, table, &mut ranges)?,
         Item::ArrayOfTables(tables) => {
             for table in tables.iter() {
@@ -109,7 +109,30 @@ pub(crate) fn entry_ranges(text: &str, path: &[Step]) -> Option<Vec<Range<usize>
 }
 
 /// `key = value` from the start of its (possibly dotted) key to the end of the value; in an
-/// inline table, with the comma that separates it from its neighbour.
+/// inline table, with the comma that separates it from its neighbour. The parent of a
+/// dotted key in an inline table (`a` of `{ a.b = 1, a.c = 2 }`) is no text of its own:
+/// its leaf entries are removed one by one.
+fn value_ranges(
+    text: &str,
+    key: &Key,
+    value: &Value,
+    inline: bool,
+    out: &mut Vec<Range<usize>>,
+) -> Option<()> {
+    if let Value::InlineTable(table) = value {
+        if table.is_dotted() {
+            for (name, _) in table.iter() {
+                let (key, item) = table.get_key_value(name)?;
+                value_ranges(text, key, item.as_value()?, inline, out)?;
+            }
+            return Some(());
+        }
+    }
+    out.push(value_entry(text, key, value, inline)?);
+    Some(())
+}
+
+/// The range of one `key = value` (see [`value_ranges`]).
 fn value_entry(text: &str, key: &Key, value: &Value, inline: bool) -> Option<Range<usize>> {
     let start = dotted_start(text, key.span()?.start);
     let end = value.span()?.end;
@@ -139,7 +162,7 @@ fn table_ranges(text: &str, table: &Table, out: &mut Vec<Range<usize>>) -> Optio
     for (name, _) in table.iter() {
         let (key, item) = table.get_key_value(name)?;
         match item {
-            Item::Value(value) if !has_header => out.push(value_entry(text, key, value, false)?),
+            Item::Value(value) if !has_header => value_ranges(text, key, value, false, out)?,
             Item::Value(_) | Item::None => {}
             Item::Table(sub) => table_ranges(text, sub, out)?,
             Item::ArrayOfTables(tables) => {
@@ -275,6 +298,15 @@ mod tests {
             "b = [{ x = 1, y = \"2\", z = 3 }, {            }]"
         );
         assert_eq!(without(text, &[key("b"), Step::Index(1)]), "");
+    }
+
+    #[test]
+    fn removes_a_dotted_key_of_an_inline_table() {
+        let text = "b = [{ a.b = 1, c = 2, a . d = 3 }]\n";
+        assert_eq!(
+            without(text, &[key("b"), Step::Index(0), key("a")]),
+            "b = [{          c = 2            }]"
+        );
     }
 
     #[test]

@@ -203,3 +203,16 @@ m.toml:10:16: regions.a.health_check = []: invalid type: array, expected a table
 m.toml:12:1: timeouts: invalid type: array, expected a table"
     );
 }
+
+#[test]
+fn dotted_keys_crlf_and_comments() {
+    let text = "threds = 1 # x\r\nnode.regoin = 2\r\n[regions.a]\r\nbackends = [{ a.b = 1, c = 2 }] # y\r\n";
+    assert_eq!(
+        errors(text),
+        "\
+m.toml:1:1: threds: unknown key `threds` (hint: did you mean `threads`?)
+m.toml:2:6: node.regoin: unknown key `regoin` (hint: did you mean `region`?)
+m.toml:4:15: regions.a.backends[0].a: unknown key `a` (hint: valid keys are: `address`, `srv`, `weight`)
+m.toml:4:24: regions.a.backends[0].c: unknown key `c` (hint: valid keys are: `address`, `srv`, `weight`)"
+    );
+}
