@@ -3,9 +3,10 @@
 //! Two layers, as in River and pingap: the TOML file is deserialized into permissive
 //! file structures (`file.rs`: every key optional, unknown keys rejected, values that
 //! later checks need to point at kept with their position), then validated into the
-//! [`Config`] model (`model.rs`), collecting *every* semantic error rather than
-//! stopping at the first. Errors carry `file:line:column`, the key's path, the value
-//! as written and, where possible, a hint.
+//! [`Config`] model (`model.rs`). Both layers report *every* error rather than stopping
+//! at the first: the file layer takes each rejected entry out and reads on
+//! (`file_errors.rs`, `removal.rs`), validation collects as it goes. Errors carry
+//! `file:line:column`, the key's path, the value as written and, where possible, a hint.
 //!
 //! ```
 //! let text = r#"
