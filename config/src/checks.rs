@@ -59,6 +59,15 @@ pub(crate) fn duration(text: &str) -> Result<Duration, Problem> {
     })
 }
 
+/// A duration of at most `max`; `name` is used in the message.
+pub(crate) fn at_most(d: Duration, max: Duration, name: &str) -> Result<Duration, Problem> {
+    if d > max {
+        Err(format!("{name} must be at most {}", show(max)).into())
+    } else {
+        Ok(d)
+    }
+}
+
 /// Formats a duration for messages, e.g. `1m 30s`.
 pub(crate) fn show(d: Duration) -> String {
     if d.is_zero() {
@@ -394,6 +403,14 @@ mod tests {
         assert_eq!(p.hint.as_deref(), Some("add a unit, e.g. \"10s\""));
         assert!(duration("fast").is_err());
         assert_eq!(show(Duration::from_secs(90)), "1m 30s");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(at_most(hour, hour, "x"), Ok(hour));
+        assert_eq!(
+            at_most(hour + Duration::from_millis(1), hour, "decay")
+                .unwrap_err()
+                .message,
+            "decay must be at most 1h"
+        );
     }
 
     #[test]

@@ -20,9 +20,70 @@ use toml::Spanned;
 /// A value together with its byte span in the file.
 pub(crate) type S<T> = Spanned<T>;
 
+/// Implements `Deserialize` for file structures (declared with `#[serde(remote = "Self")]`,
+/// which makes the derived code an inherent `deserialize`) through [`TableOnly`].
+macro_rules! table_only {
+    ($($name:ident),* $(,)?) => {
+        $(
+            impl<'de> Deserialize<'de> for $name {
+                fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                    $name::deserialize(TableOnly(deserializer))
+                }
+            }
+        )*
+    };
+}
+
+/// A deserializer that lets a struct be read from a table only.
+///
+/// serde's derived structs also accept an array, taking its elements as the fields in
+/// order: `logging = ["debug"]` would set `logging.level`, and `[[timeouts]]` would be
+/// read as a list of fields. Through this wrapper an array is a type error
+/// ("expected a table") like any other.
+struct TableOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for TableOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0
+            .deserialize_struct(name, fields, TableVisitor(visitor))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+        identifier ignored_any
+    }
+}
+
+/// Passes a table on to a derived struct visitor; anything else is a type error.
+struct TableVisitor<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for TableVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(map)
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct FileConfig {
     pub node: NodeFile,
     pub listeners: ListenersFile,
@@ -44,7 +105,7 @@ pub(crate) struct FileConfig {
 
 /// `[node]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct NodeFile {
     pub region: Option<S<String>>,
     pub name: Option<S<String>>,
@@ -52,7 +113,7 @@ pub(crate) struct NodeFile {
 
 /// `[listeners]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct ListenersFile {
     pub http: Option<S<Vec<S<String>>>>,
     pub admin: Option<S<String>>,
@@ -64,7 +125,7 @@ pub(crate) struct ListenersFile {
 
 /// One `[[listeners.https]]` entry.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct HttpsFile {
     pub address: Option<S<String>>,
     pub certificates: Option<S<Vec<S<CertificateFile>>>>,
@@ -72,7 +133,7 @@ pub(crate) struct HttpsFile {
 
 /// One entry of `certificates`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct CertificateFile {
     pub cert: Option<S<String>>,
     pub key: Option<S<String>>,
@@ -82,7 +143,7 @@ pub(crate) struct CertificateFile {
 
 /// `[regions.NAME.tls]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct UpstreamTlsFile {
     pub enabled: Option<bool>,
     pub sni: Option<S<String>>,
@@ -94,7 +155,7 @@ pub(crate) struct UpstreamTlsFile {
 
 /// `[timeouts]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct TimeoutsFile {
     pub connect: Option<S<String>>,
     pub read: Option<S<String>>,
@@ -105,7 +166,7 @@ pub(crate) struct TimeoutsFile {
 
 /// `[logging]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct LoggingFile {
     pub level: Option<S<String>>,
     pub format: Option<S<String>>,
@@ -114,7 +175,7 @@ pub(crate) struct LoggingFile {
 
 /// `[health_check]` and `[regions.X.health_check]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct HealthCheckFile {
     pub kind: Option<S<String>>,
     pub path: Option<S<String>>,
@@ -154,7 +215,7 @@ impl<'de> Deserialize<'de> for StatusSpec {
 
 /// `[regions.NAME]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct RegionFile {
     pub latitude: Option<S<f64>>,
     pub longitude: Option<S<f64>>,
@@ -167,7 +228,7 @@ pub(crate) struct RegionFile {
 
 /// One entry of `backends`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct BackendFile {
     pub address: Option<S<String>>,
     pub srv: Option<S<String>>,
@@ -176,7 +237,7 @@ pub(crate) struct BackendFile {
 
 /// `[dns]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct DnsFile {
     pub nameservers: Option<S<Vec<S<String>>>>,
     pub min_ttl: Option<S<String>>,
@@ -186,7 +247,7 @@ pub(crate) struct DnsFile {
 
 /// `[geoip]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct GeoIpFile {
     pub database: Option<S<String>>,
     pub overrides: Vec<S<OverrideFile>>,
@@ -194,7 +255,7 @@ pub(crate) struct GeoIpFile {
 
 /// One `[[geoip.overrides]]` entry.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct OverrideFile {
     pub cidr: Option<S<String>>,
     pub country: Option<S<String>>,
@@ -204,7 +265,7 @@ pub(crate) struct OverrideFile {
 
 /// `[client]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct ClientFile {
     pub trusted_proxies: Vec<S<String>>,
 }
@@ -214,7 +275,7 @@ pub(crate) type RegionList = S<Vec<S<String>>>;
 
 /// `[steering]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct SteeringFile {
     pub policy: Option<S<String>>,
     pub order: Option<RegionList>,
@@ -225,7 +286,7 @@ pub(crate) struct SteeringFile {
 
 /// `[residency]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct ResidencyFile {
     pub countries: Entries<RegionList>,
     pub continents: Entries<RegionList>,
@@ -233,7 +294,7 @@ pub(crate) struct ResidencyFile {
 
 /// `[latency]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct LatencyFile {
     pub decay: Option<S<String>>,
     pub tolerance: Option<S<String>>,
@@ -243,7 +304,7 @@ pub(crate) struct LatencyFile {
 
 /// `[outlier]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct OutlierFile {
     pub consecutive_failures: Option<S<i64>>,
     pub base_ejection: Option<S<String>>,
@@ -253,7 +314,7 @@ pub(crate) struct OutlierFile {
 
 /// `[retry]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct RetryFile {
     pub attempts: Option<S<i64>>,
     pub retry_after: Option<S<String>>,
@@ -261,11 +322,35 @@ pub(crate) struct RetryFile {
 
 /// `[reload]`
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct ReloadFile {
     pub watch: Option<bool>,
     pub debounce: Option<S<String>>,
 }
+
+table_only!(
+    FileConfig,
+    NodeFile,
+    ListenersFile,
+    HttpsFile,
+    CertificateFile,
+    UpstreamTlsFile,
+    TimeoutsFile,
+    LoggingFile,
+    HealthCheckFile,
+    RegionFile,
+    BackendFile,
+    DnsFile,
+    GeoIpFile,
+    OverrideFile,
+    ClientFile,
+    SteeringFile,
+    ResidencyFile,
+    LatencyFile,
+    OutlierFile,
+    RetryFile,
+    ReloadFile
+);
 
 /// A table with arbitrary keys, in file order.
 #[derive(Debug)]

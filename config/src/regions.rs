@@ -5,9 +5,22 @@ use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use crate::checks::{self, Problem};
+use crate::context::Cx;
 use crate::file::{FileConfig, HealthCheckFile, RegionFile, S};
 use crate::model::{Backend, BackendAddress, Balance, HealthCheck, ProbeKind, Region};
-use crate::validate::Cx;
+
+/// The most regions a file may define: the proxy keeps region indices in `u16` lists,
+/// and routing scores every region per request.
+pub(crate) const MAX_REGIONS: usize = 1024;
+
+/// The most backends (entries of `backends`) one region may list: the proxy keeps member
+/// indices in `u16`.
+pub(crate) const MAX_BACKENDS: usize = 10_000;
+
+/// The longest health-check `interval` and `timeout`: probe times are computed as
+/// `start + n × interval` on `Instant`s, which overflow (a panic) for absurd intervals, and
+/// a backend probed less than hourly is not health-checked in any useful sense.
+pub(crate) const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The `balance` values, in the order they are documented.
 const BALANCES: [&str; 5] = [
@@ -82,7 +95,7 @@ impl Layer {
             if d.is_zero() {
                 Err(format!("{name} must be greater than 0").into())
             } else {
-                Ok(d)
+                checks::at_most(d, MAX_PROBE_INTERVAL, name)
             }
         };
         let count = |v: &i64, name: &str| -> Result<u32, Problem> {
@@ -219,6 +232,14 @@ pub(crate) fn regions(cx: &mut Cx<'_>, file: &FileConfig) -> Vec<Region> {
             return Vec::new();
         }
     };
+    if let Some((name, _)) = entries.get(MAX_REGIONS) {
+        let key = cx.keys.regions.get(MAX_REGIONS).cloned();
+        let message = format!(
+            "too many regions: {} are defined, at most {MAX_REGIONS} are supported",
+            entries.len()
+        );
+        cx.report(key.as_ref(), &format!("regions.{name}"), None, message);
+    }
     let mut seen: HashMap<BackendAddress, String> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for (i, (name, region)) in entries.iter().enumerate() {
@@ -354,6 +375,14 @@ fn backends(
         }
         Some(list) => list.get_ref(),
     };
+    if let Some(extra) = list.get(MAX_BACKENDS) {
+        let message = format!(
+            "too many backends: the region lists {}, at most {MAX_BACKENDS} are supported",
+            list.len()
+        );
+        let at = format!("{field}[{MAX_BACKENDS}]");
+        cx.report(Some(&extra.span()), &at, None, message);
+    }
     let mut out = Vec::with_capacity(list.len());
     for (i, backend) in list.iter().enumerate() {
         let at = format!("{field}[{i}]");
@@ -420,7 +449,7 @@ fn backends(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use crate::validate::last_segment;
+    use crate::context::last_segment;
 
     #[test]
     fn last_segment_strips_index() {

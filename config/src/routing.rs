@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::checks::{self, Problem};
+use crate::context::Cx;
 use crate::file::{ClientFile, Entries, GeoIpFile, RegionList, ResidencyFile, SteeringFile};
 use crate::model::{ClientIdentity, GeoIp, GeoOverride, Steering, SteeringPolicy};
-use crate::validate::Cx;
 
 /// The steering policies.
 const POLICIES: [&str; 4] = ["default", "geo", "proximity", "failover"];

@@ -13,9 +13,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::checks::{self, Problem};
+use crate::context::Cx;
 use crate::file::{CertificateFile, HttpsFile, UpstreamTlsFile, S};
 use crate::model::{ClientCertificate, HttpsListener, PrivateKey, ServerCertificate, UpstreamTls};
-use crate::validate::Cx;
 
 /// A path as written, resolved against the config file's directory.
 pub(crate) fn resolve(base_dir: Option<&Path>, written: &str) -> PathBuf {
@@ -86,22 +86,10 @@ fn key_matches(chain: &[CertificateDer<'static>], key: &PrivateKey) -> Result<()
 
 /// The DNS names of a leaf certificate (subject alternative names, else the common name).
 fn cert_names(leaf: &CertificateDer<'_>) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|g| match g {
-                GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let mut names = san_dns_names(&cert);
     if names.is_empty() {
         names.extend(
             cert.subject()
@@ -113,9 +101,81 @@ fn cert_names(leaf: &CertificateDer<'_>) -> Vec<String> {
     names
 }
 
-/// A server name for SNI selection: a DNS name, optionally `*.` + a DNS name.
+/// The DNS subject alternative names of a certificate, lower-case, without a final dot:
+/// the names TLS clients check (they ignore the common name when there are SANs, and
+/// modern ones always do).
+fn san_dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::DNSName(n) => Some(n.trim_end_matches('.').to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a certificate name (`san`, possibly a wildcard) covers the server name `name`
+/// (both lower-case), as a TLS client decides it: equal names, or a wildcard `*.d` for a
+/// name of exactly one more label than `d`. A wildcard `name` is covered only by the same
+/// wildcard.
+pub(crate) fn covers(san: &str, name: &str) -> bool {
+    if san == name {
+        return true;
+    }
+    match san.strip_prefix('*') {
+        Some(suffix) if suffix.starts_with('.') && !name.starts_with("*.") => name
+            .strip_suffix(suffix)
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        _ => false,
+    }
+}
+
+/// Checks that the certificate `leaf` covers the configured server `name`.
+fn covered_by(leaf: &CertificateDer<'_>, name: &str) -> Result<(), Problem> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        // `read_chain` parsed it already; nothing to add.
+        return Ok(());
+    };
+    let sans = san_dns_names(&cert);
+    if sans.iter().any(|san| covers(san, name)) {
+        return Ok(());
+    }
+    let message = if sans.is_empty() {
+        format!(
+            "the certificate does not cover \"{name}\": it has no DNS names (subject alternative names); clients ignore its common name"
+        )
+    } else {
+        format!(
+            "the certificate does not cover \"{name}\"; its DNS names are: {}",
+            sans.join(", ")
+        )
+    };
+    Err(Problem::hinted(
+        message,
+        "list only names the certificate is valid for, or leave out `names` to use the certificate's own",
+    ))
+}
+
+/// The hint for wildcards that are too broad.
+const BROAD_WILDCARD_HINT: &str =
+    "a wildcard needs at least two labels after \"*.\", e.g. \"*.example.com\"";
+
+/// A server name for SNI selection: a DNS name, optionally `*.` + a DNS name of at least
+/// two labels (`*.com` and `*` would claim a whole top-level domain, or everything).
 pub(crate) fn server_name(text: &str) -> Result<String, Problem> {
     let lower = text.to_ascii_lowercase();
+    if lower == "*" {
+        return Err(Problem::hinted(
+            "wildcard \"*\" would match every name",
+            BROAD_WILDCARD_HINT,
+        ));
+    }
     let rest = lower.strip_prefix("*.").unwrap_or(&lower);
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -129,6 +189,14 @@ pub(crate) fn server_name(text: &str) -> Result<String, Problem> {
         return Err(Problem::hinted(
             format!("invalid server name \"{text}\""),
             "use a DNS name such as \"api.example.com\" or a wildcard such as \"*.example.com\"",
+        ));
+    }
+    if rest.len() < lower.len() && !rest.contains('.') {
+        return Err(Problem::hinted(
+            format!(
+                "wildcard \"{text}\" is directly under the top-level domain \"{rest}\" and would match every name in it"
+            ),
+            BROAD_WILDCARD_HINT,
         ));
     }
     Ok(lower)
@@ -240,17 +308,27 @@ fn server_certificate(
     let file = entry.get_ref();
     let pair = cert_and_key(cx, entry.span(), &file.cert, &file.key, at, "cert", "key")?;
     let (cert_file, key_file, chain, key) = pair;
+    let leaf = chain.first()?;
     let names = match &file.names {
         Some(list) => {
             let mut names = Vec::new();
             for (i, n) in list.get_ref().iter().enumerate() {
-                if let Some(name) = cx.check(n, &format!("{at}.names[{i}]"), |n| server_name(n)) {
-                    names.push(name);
-                }
+                let name = cx.check(n, &format!("{at}.names[{i}]"), |n| {
+                    if n.parse::<std::net::IpAddr>().is_ok() {
+                        return Err(Problem::hinted(
+                            format!("\"{n}\" is an IP address; SNI carries only host names"),
+                            "clients that connect by IP address send no SNI and get the default certificate",
+                        ));
+                    }
+                    let name = server_name(n)?;
+                    covered_by(leaf, &name)?;
+                    Ok(name)
+                });
+                names.extend(name);
             }
             names
         }
-        None => chain.first().map(cert_names).unwrap_or_default(),
+        None => cert_names(leaf),
     };
     Some(ServerCertificate {
         cert_file,
@@ -397,14 +475,10 @@ pub(crate) fn upstream_tls(
         cx.check(s, &format!("{at}.sni"), |s| {
             if s.parse::<std::net::IpAddr>().is_ok() {
                 Ok(s.clone())
+            } else if s.starts_with('*') {
+                Err("sni must be a concrete name, not a wildcard".into())
             } else {
-                server_name(s).and_then(|n| {
-                    if n.starts_with("*.") {
-                        Err("sni must be a concrete name, not a wildcard".into())
-                    } else {
-                        Ok(n)
-                    }
-                })
+                server_name(s)
             }
         })
     });
@@ -453,3 +527,7 @@ pub(crate) fn upstream_tls(
         insecure_skip_verify: insecure,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,199 +1,35 @@
 //! File structures → [`Config`], collecting every semantic error.
 
 use std::net::SocketAddr;
-use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::checks::{self, Problem};
-use crate::error::{suggest, ConfigError};
-use crate::file::{self, FileConfig, KeySpans, S};
+use crate::context::{Cx, Min};
+use crate::file::{self, FileConfig, S};
 use crate::model::{
     Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
 };
 use crate::{regions, routing, tls};
 
-/// The longest value text quoted in an error.
-const MAX_SHOWN: usize = 80;
+/// The longest ejection (`outlier.base_ejection`, `outlier.max_ejection`). The proxy keeps
+/// ejection deadlines as 32-bit millisecond stamps and reads their differences as signed,
+/// so an ejection past about 24 days would silently end at once; an hour is well inside
+/// that and longer than any useful ejection.
+pub(crate) const MAX_EJECTION: Duration = Duration::from_secs(3600);
 
-/// The lower bound of a duration.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Min {
-    /// Zero is allowed.
-    Zero,
-    /// Must be greater than zero.
-    Positive,
-    /// Must be at least this long.
-    AtLeast(Duration),
-}
+/// The longest DNS TTL bounds (`dns.min_ttl`, `dns.max_ttl`): the next resolution of a name
+/// is scheduled at `now + ttl`, and a far-future instant overflows (a panic).
+pub(crate) const MAX_DNS_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Validation context: the source text and the errors found so far.
-pub(crate) struct Cx<'a> {
-    /// The file's text.
-    pub text: &'a str,
-    /// The file name shown in errors.
-    pub origin: &'a str,
-    /// Positions of table keys.
-    pub keys: KeySpans,
-    /// Errors found so far.
-    pub errors: Vec<ConfigError>,
-    /// The config file's directory: relative paths in the file resolve against it.
-    pub base_dir: Option<std::path::PathBuf>,
-}
+/// The longest `dns.timeout`: names are resolved one after another, so a long timeout on
+/// an unresponsive name server holds up the refresh of every other name.
+pub(crate) const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl<'a> Cx<'a> {
-    /// A context for `text`.
-    pub(crate) fn new(text: &'a str, origin: &'a str) -> Self {
-        Self {
-            text,
-            origin,
-            keys: KeySpans::collect(text),
-            errors: Vec::new(),
-            base_dir: None,
-        }
-    }
-
-    /// The text at `span` as written, if it is short and on one line.
-    pub(crate) fn written(&self, span: &Range<usize>) -> Option<String> {
-        written(self.text, span)
-    }
-
-    /// Records an error at `span` (if known) about `field`.
-    pub(crate) fn report(
-        &mut self,
-        span: Option<&Range<usize>>,
-        field: &str,
-        value: Option<String>,
-        problem: impl Into<Problem>,
-    ) {
-        let problem = problem.into();
-        let mut error = ConfigError::new(self.origin, problem.message)
-            .with_field(field)
-            .at_span(self.text, span);
-        error.value = value;
-        error.hint = problem.hint;
-        self.errors.push(error);
-    }
-
-    /// Records an error about a value, quoting it as written.
-    pub(crate) fn bad<T>(&mut self, value: &S<T>, field: &str, problem: impl Into<Problem>) {
-        let span = value.span();
-        let written = self.written(&span);
-        self.report(Some(&span), field, written, problem);
-    }
-
-    /// Runs `check` on a value, recording its problem if any.
-    pub(crate) fn check<T, U>(
-        &mut self,
-        value: &S<T>,
-        field: &str,
-        check: impl FnOnce(&T) -> Result<U, Problem>,
-    ) -> Option<U> {
-        match check(value.get_ref()) {
-            Ok(v) => Some(v),
-            Err(problem) => {
-                self.bad(value, field, problem);
-                None
-            }
-        }
-    }
-
-    /// Records a missing required key, positioned at the enclosing table's key.
-    pub(crate) fn missing(
-        &mut self,
-        span: Option<Range<usize>>,
-        field: &str,
-        hint: Option<String>,
-    ) {
-        let key = field.rsplit('.').next().unwrap_or(field);
-        let problem = Problem {
-            message: format!("missing required key `{key}`"),
-            hint,
-        };
-        self.report(span.as_ref(), field, None, problem);
-    }
-
-    /// The span of a top-level key's first mention.
-    pub(crate) fn top_key(&self, name: &str) -> Option<Range<usize>> {
-        self.keys.top.get(name).cloned()
-    }
-
-    /// A duration field; `None` if it was invalid (the error is recorded).
-    pub(crate) fn duration(
-        &mut self,
-        value: Option<&S<String>>,
-        field: &str,
-        default: Duration,
-        min: Min,
-    ) -> Option<Duration> {
-        let Some(value) = value else {
-            return Some(default);
-        };
-        let name = last_segment(field);
-        self.check(value, field, |text| {
-            let d = checks::duration(text)?;
-            match min {
-                Min::Positive if d.is_zero() => {
-                    Err(format!("{name} must be greater than 0").into())
-                }
-                Min::AtLeast(least) if d < least => {
-                    Err(format!("{name} must be at least {}", checks::show(least)).into())
-                }
-                _ => Ok(d),
-            }
-        })
-    }
-
-    /// An integer field within `range`; `None` if it was invalid.
-    pub(crate) fn int(
-        &mut self,
-        value: Option<&S<i64>>,
-        field: &str,
-        default: i64,
-        range: RangeInclusive<i64>,
-    ) -> Option<i64> {
-        let Some(value) = value else {
-            return Some(default);
-        };
-        let name = last_segment(field);
-        self.check(value, field, |v| checks::int_in(*v, &range, name))
-    }
-
-    /// A reference to a region by name, resolved to its index in `names`.
-    pub(crate) fn region_ref(
-        &mut self,
-        names: &[String],
-        value: &S<String>,
-        field: &str,
-    ) -> Option<usize> {
-        let name = value.get_ref();
-        if let Some(index) = names.iter().position(|n| n == name) {
-            return Some(index);
-        }
-        let problem = Problem {
-            message: format!("unknown region \"{name}\""),
-            hint: suggest(name, names.iter().map(String::as_str), "defined regions"),
-        };
-        self.bad(value, field, problem);
-        None
-    }
-}
-
-/// The text at `span` as written, if it is short and on one line.
-pub(crate) fn written(text: &str, span: &Range<usize>) -> Option<String> {
-    let raw = text.get(span.clone())?.trim();
-    if raw.is_empty() || raw.len() > MAX_SHOWN || raw.contains('\n') {
-        None
-    } else {
-        Some(raw.to_owned())
-    }
-}
-
-/// The last `.`-separated segment of a field path, without any `[index]`.
-pub(crate) fn last_segment(field: &str) -> &str {
-    let last = field.rsplit('.').next().unwrap_or(field);
-    last.split('[').next().unwrap_or(last)
-}
+/// The longest `latency.decay`: sample ages are 32-bit millisecond stamps (they wrap after
+/// about 49 days), and with a longer window one slow response would weigh on a backend's
+/// estimate for hours.
+pub(crate) const MAX_DECAY: Duration = Duration::from_secs(3600);
 
 /// Validates the deserialized file; `None` if any error was recorded in `cx`.
 pub(crate) fn validate(
@@ -264,17 +100,19 @@ fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
     }
     let min_default = Duration::from_secs(5);
     let max_default = Duration::from_secs(300);
-    let min = cx.duration(
+    let min = cx.duration_within(
         file.min_ttl.as_ref(),
         "dns.min_ttl",
         min_default,
         Min::AtLeast(Duration::from_millis(100)),
+        MAX_DNS_TTL,
     );
-    let max = cx.duration(
+    let max = cx.duration_within(
         file.max_ttl.as_ref(),
         "dns.max_ttl",
         max_default,
         Min::Positive,
+        MAX_DNS_TTL,
     );
     if let (Some(min), Some(max)) = (min, max) {
         if max < min {
@@ -295,11 +133,12 @@ fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
     }
     let timeout_default = Duration::from_secs(2);
     let timeout = cx
-        .duration(
+        .duration_within(
             file.timeout.as_ref(),
             "dns.timeout",
             timeout_default,
             Min::Positive,
+            MAX_DNS_TIMEOUT,
         )
         .unwrap_or(timeout_default);
     Dns {
@@ -467,17 +306,22 @@ fn logging(cx: &mut Cx<'_>, file: &file::LoggingFile) -> Logging {
 }
 
 fn latency(cx: &mut Cx<'_>, file: &file::LatencyFile) -> Latency {
+    let decay_default = Duration::from_secs(10);
+    let decay = cx
+        .duration_within(
+            file.decay.as_ref(),
+            "latency.decay",
+            decay_default,
+            Min::Positive,
+            MAX_DECAY,
+        )
+        .unwrap_or(decay_default);
     let mut d = |value: &Option<S<String>>, field: &str, default: Duration, min: Min| {
         cx.duration(value.as_ref(), field, default, min)
             .unwrap_or(default)
     };
     Latency {
-        decay: d(
-            &file.decay,
-            "latency.decay",
-            Duration::from_secs(10),
-            Min::Positive,
-        ),
+        decay,
         tolerance: d(
             &file.tolerance,
             "latency.tolerance",
@@ -510,17 +354,19 @@ fn outlier(cx: &mut Cx<'_>, file: &file::OutlierFile) -> Outlier {
         .unwrap_or(5);
     let base_default = Duration::from_secs(10);
     let max_default = Duration::from_secs(300);
-    let base = cx.duration(
+    let base = cx.duration_within(
         file.base_ejection.as_ref(),
         "outlier.base_ejection",
         base_default,
         Min::Positive,
+        MAX_EJECTION,
     );
-    let max = cx.duration(
+    let max = cx.duration_within(
         file.max_ejection.as_ref(),
         "outlier.max_ejection",
         max_default,
         Min::Positive,
+        MAX_EJECTION,
     );
     if let (Some(base), Some(max)) = (base, max) {
         if max < base {
@@ -582,3 +428,7 @@ fn reload(cx: &mut Cx<'_>, file: &file::ReloadFile) -> Reload {
         debounce,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
