@@ -22,8 +22,8 @@ pub(crate) const MAX_EJECTION: Duration = Duration::from_secs(3600);
 /// is scheduled at `now + ttl`, and a far-future instant overflows (a panic).
 pub(crate) const MAX_DNS_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The longest `dns.timeout`: names are resolved one after another, so a long timeout on
-/// an unresponsive name server holds up the refresh of every other name.
+/// The longest `dns.timeout`: a query that takes longer holds up its name's refresh (and,
+/// on the first round, readiness).
 pub(crate) const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The longest `latency.decay`: sample ages are 32-bit millisecond stamps (they wrap after

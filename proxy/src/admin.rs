@@ -152,6 +152,7 @@ fn dns(inst: &Instance) -> Value {
                 "last_ok": s.last_ok.map(unix),
                 "last_attempt": s.last_attempt.map(unix),
                 "error": s.last_error,
+                "target_errors": s.target_errors,
                 "consecutive_failures": s.failures,
                 "refresh_s": s.refresh.as_secs_f64(),
             })

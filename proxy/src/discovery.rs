@@ -2,43 +2,47 @@
 //! DNS SRV name are resolved with hickory-resolver (A and AAAA; SRV targets too) and
 //! re-resolved when their records expire (`dns.min_ttl` ≤ TTL ≤ `dns.max_ttl`).
 //!
+//! SRV names follow RFC 2782 as a load balancer needs it: only the targets of the lowest
+//! priority value that has an address are used (higher values are backups, used while no
+//! preferred target resolves), and each target's SRV weight becomes its addresses' weight.
+//! A target that does not resolve is skipped and reported; the name fails only when no
+//! target of any priority resolves.
+//!
 //! [`DnsState`] keeps, per name, the last good answer and the outcome of the latest
-//! attempt. When an answer changes, the [`Discovery`] service rebuilds the routing snapshot
-//! from the same config plus the new addresses ([`crate::reload::rebuild`], as a reload
-//! does): every address is a backend with the stable ID `region/address`, so health and
-//! latency survive re-resolution; new addresses are probed at once (the prober reconciles on
-//! every swap); addresses that disappeared leave the snapshot, so they get no new requests
-//! while requests already on them finish (drained). A failed resolution keeps the last good
-//! answer and is reported in `/status` and the metrics; a name that never resolved has no
-//! backends (its region fails over or answers 503 as usual). Configs with only static
-//! addresses never start a resolver.
+//! attempt. Names are resolved concurrently (a few at a time), each on its own schedule, so
+//! a slow or dead name server for one name delays no other. When an answer changes, the
+//! [`Discovery`] service rebuilds the routing snapshot from the same config plus the new
+//! addresses ([`crate::reload::rebuild`], as a reload does): every address is a backend with
+//! the stable ID `region/address`, so health and latency survive re-resolution; new
+//! addresses are probed at once (the prober reconciles on every swap); addresses that
+//! disappeared leave the snapshot, so they get no new requests while requests already on
+//! them finish (drained). A failed resolution keeps the last good answer and is reported in
+//! `/status` and the metrics; a name that never resolved has no backends (its region fails
+//! over or answers 503 as usual). Configs with only static addresses never start a resolver.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use meridian_config::{BackendAddress, Config, Dns};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::instance::Instance;
 
-/// One address a name resolved to, with the host name it came from (the TLS server name).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Resolved {
-    /// The address (the record's port for SRV, the configured port otherwise).
-    pub addr: SocketAddr,
-    /// The host name: the configured one, or the SRV target.
-    pub host: Arc<str>,
-}
+mod resolve;
+
+pub use resolve::{
+    refresh_after, resolve, resolver, Answer, DiscoveryError, Resolved, MAX_ADDRESSES, MAX_WEIGHT,
+};
+
+/// Names resolved at the same time.
+const PARALLEL_NAMES: usize = 8;
 
 /// What is known about one backend DNS name.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +57,9 @@ pub struct NameState {
     pub last_attempt: Option<SystemTime>,
     /// The latest attempt's error, if it failed.
     pub last_error: Option<String>,
+    /// SRV targets that did not resolve in the latest attempt (`target: error`), whether
+    /// or not the name resolved through others.
+    pub target_errors: Vec<String>,
     /// Consecutive failed attempts.
     pub failures: u64,
     /// The time until the next resolution, as last computed.
@@ -96,38 +103,60 @@ impl DnsState {
         self.first_round.load(Ordering::Relaxed)
     }
 
-    /// Records an attempt; returns whether the last good answer changed.
-    fn record(&self, name: &BackendAddress, result: &Result<Vec<Resolved>, String>) -> bool {
+    /// Records an attempt and when the next one is due; returns whether the last good
+    /// answer changed.
+    fn record(
+        &self,
+        name: &BackendAddress,
+        result: &Result<Answer, DiscoveryError>,
+        refresh: Duration,
+    ) -> bool {
         let Ok(mut names) = self.names.lock() else {
             return false;
         };
         let state = names.entry(name.clone()).or_default();
         let now = SystemTime::now();
         state.last_attempt = Some(now);
+        state.refresh = refresh;
         match result {
-            Ok(addrs) => {
-                let changed = !state.resolved || state.addrs != *addrs;
-                state.addrs = addrs.clone();
+            Ok(answer) => {
+                let changed = !state.resolved || state.addrs != answer.addrs;
+                state.addrs.clone_from(&answer.addrs);
                 state.resolved = true;
                 state.last_ok = Some(now);
                 state.last_error = None;
+                state.target_errors.clone_from(&answer.target_errors);
                 state.failures = 0;
                 changed
             }
             Err(e) => {
-                state.last_error = Some(e.clone());
+                state.last_error = Some(e.to_string());
+                state.target_errors = match e {
+                    DiscoveryError::NoTargetResolved(t) => t.clone(),
+                    _ => Vec::new(),
+                };
                 state.failures += 1;
                 false
             }
         }
     }
 
-    fn set_refresh(&self, name: &BackendAddress, refresh: Duration) {
-        if let Ok(mut names) = self.names.lock() {
-            if let Some(s) = names.get_mut(name) {
-                s.refresh = refresh;
-            }
-        }
+    /// How many addresses of `name` are in use.
+    fn kept(&self, name: &BackendAddress) -> usize {
+        self.names
+            .lock()
+            .ok()
+            .and_then(|n| n.get(name).map(|s| s.addrs.len()))
+            .unwrap_or(0)
+    }
+
+    /// Whether every name in `wanted` has had an attempt.
+    fn attempted_all(&self, wanted: &BTreeSet<BackendAddress>) -> bool {
+        self.names.lock().is_ok_and(|n| {
+            wanted
+                .iter()
+                .all(|w| n.get(w).is_some_and(|s| s.last_attempt.is_some()))
+        })
     }
 
     /// Forgets names no longer configured; returns them.
@@ -158,91 +187,14 @@ pub fn names(config: &Config) -> BTreeSet<BackendAddress> {
         .collect()
 }
 
-/// Builds a resolver for `dns` (the system configuration when no name servers are given).
-pub fn resolver(dns: &Dns) -> Result<TokioResolver, String> {
-    let mut builder = if dns.nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("system resolver configuration: {e}"))?
-    } else {
-        let mut config = ResolverConfig::new();
-        for ns in &dns.nameservers {
-            config.add_name_server(NameServerConfig::new(*ns, Protocol::Udp));
-            config.add_name_server(NameServerConfig::new(*ns, Protocol::Tcp));
-        }
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-    };
-    let opts = builder.options_mut();
-    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    opts.timeout = dns.timeout;
-    opts.attempts = 2;
-    // The cache must not outlive our own refresh ceiling, nor hide a recovery for long.
-    opts.positive_max_ttl = Some(dns.max_ttl);
-    opts.negative_max_ttl = Some(dns.min_ttl);
-    Ok(builder.build())
-}
-
-/// The absolute form of a name (no search-list expansion).
-fn fqdn(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.'))
-}
-
-/// Resolves one name: its addresses (sorted, deduplicated) and how long they are valid.
-pub async fn resolve(
-    resolver: &TokioResolver,
-    name: &BackendAddress,
-) -> Result<(Vec<Resolved>, Duration), String> {
-    let now = std::time::Instant::now();
-    let mut out = Vec::new();
-    let valid_until = match name {
-        BackendAddress::Static(addr) => {
-            return Ok((
-                vec![Resolved {
-                    addr: *addr,
-                    host: addr.ip().to_string().into(),
-                }],
-                Duration::MAX,
-            ))
-        }
-        BackendAddress::Host { name, port } => {
-            let lookup = resolver
-                .lookup_ip(fqdn(name))
-                .await
-                .map_err(|e| e.to_string())?;
-            let host: Arc<str> = name.as_str().into();
-            out.extend(lookup.iter().map(|ip| Resolved {
-                addr: SocketAddr::new(ip, *port),
-                host: host.clone(),
-            }));
-            lookup.valid_until()
-        }
-        BackendAddress::Srv(srv) => {
-            let lookup = resolver
-                .srv_lookup(fqdn(srv))
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut until = lookup.as_lookup().valid_until();
-            for record in lookup.iter() {
-                let target = record.target().to_ascii();
-                let target = target.trim_end_matches('.');
-                let ips = resolver
-                    .lookup_ip(fqdn(target))
-                    .await
-                    .map_err(|e| format!("SRV target {target}: {e}"))?;
-                until = until.min(ips.valid_until());
-                let host: Arc<str> = target.into();
-                out.extend(ips.iter().map(|ip| Resolved {
-                    addr: SocketAddr::new(ip, record.port()),
-                    host: host.clone(),
-                }));
-            }
-            until
-        }
-    };
-    if out.is_empty() {
-        return Err("no addresses".to_string());
+/// When to try a name again after `result`: on its clamped TTL after a clean answer;
+/// after `min_ttl` after a failure or when some SRV targets did not resolve (so a preferred
+/// target that comes back is used again soon).
+fn next_refresh(result: &Result<Answer, DiscoveryError>, dns: &Dns) -> Duration {
+    match result {
+        Ok(a) if a.target_errors.is_empty() => refresh_after(a.ttl, dns.min_ttl, dns.max_ttl),
+        _ => dns.min_ttl,
     }
-    out.sort();
-    out.dedup_by(|a, b| a.addr == b.addr);
-    Ok((out, valid_until.saturating_duration_since(now)))
 }
 
 /// The background service that resolves backend names and swaps snapshots on change.
@@ -257,13 +209,86 @@ impl Discovery {
     }
 }
 
+/// The outcome of one name's resolution task.
+type Outcome = (BackendAddress, Result<Answer, DiscoveryError>);
+
+/// The name resolutions in progress.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<Outcome>,
+    names: HashMap<Id, BackendAddress>,
+}
+
+impl Running {
+    fn has(&self, name: &BackendAddress) -> bool {
+        self.names.values().any(|n| n == name)
+    }
+
+    /// Forgets every task (their results, should they come, are ignored).
+    fn abandon_all(&mut self) {
+        self.tasks.abort_all();
+        self.names.clear();
+    }
+
+    /// The name and result of a finished task, unless it was abandoned.
+    fn settle(&mut self, joined: Result<(Id, Outcome), JoinError>) -> Option<Outcome> {
+        match joined {
+            Ok((id, outcome)) => self.names.remove(&id).map(|_| outcome),
+            Err(e) => {
+                let name = self.names.remove(&e.id())?;
+                Some((name, Err(DiscoveryError::Task(e.to_string()))))
+            }
+        }
+    }
+}
+
+/// Records a resolution of `name` (state, metrics, log) and schedules the next one;
+/// returns whether the name's addresses changed.
+fn finish(
+    inst: &Instance,
+    dns: &Dns,
+    due: &mut HashMap<BackendAddress, Instant>,
+    name: BackendAddress,
+    result: Result<Answer, DiscoveryError>,
+) -> bool {
+    let refresh = next_refresh(&result, dns);
+    let changed = inst.dns.record(&name, &result, refresh);
+    let label = name.to_string();
+    match &result {
+        Ok(answer) => {
+            inst.metrics
+                .dns_resolution(&label, true, answer.addrs.len());
+            if !answer.target_errors.is_empty() {
+                let failed = answer.target_errors.join("; ");
+                tracing::warn!(name = %label, failed = %failed, addresses = answer.addrs.len(), "SRV targets did not resolve; using the ones that did");
+            }
+        }
+        Err(e) => {
+            let kept = inst.dns.kept(&name);
+            inst.metrics.dns_resolution(&label, false, kept);
+            tracing::warn!(name = %label, error = %e, kept, "DNS resolution failed; keeping the last good addresses");
+        }
+    }
+    due.insert(name, later(refresh));
+    changed
+}
+
+/// The instant `after` from now (a year from now if that is too far to represent: TTL
+/// bounds are not limited).
+fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
 #[async_trait]
 impl BackgroundService for Discovery {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let inst = &self.inst;
         let mut changes = inst.subscribe();
-        let mut current: Option<(Dns, TokioResolver)> = None;
+        let mut current: Option<(Dns, Result<TokioResolver, String>)> = None;
         let mut due: HashMap<BackendAddress, Instant> = HashMap::new();
+        let mut running = Running::default();
         loop {
             let snap = inst.snapshot();
             let wanted = names(&snap.config);
@@ -271,67 +296,163 @@ impl BackgroundService for Discovery {
                 inst.metrics.forget_dns_name(&gone.to_string());
             }
             due.retain(|k, _| wanted.contains(k));
+            running.names.retain(|_, n| wanted.contains(n));
             let dns = &snap.config.dns;
-            let mut wake = Instant::now() + Duration::from_secs(3600);
-            if !wanted.is_empty() {
-                if current.as_ref().is_none_or(|(d, _)| d != dns) {
-                    current = match resolver(dns) {
-                        Ok(r) => Some((dns.clone(), r)),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot build the DNS resolver");
-                            None
-                        }
-                    };
-                    due.clear();
+            if !wanted.is_empty() && current.as_ref().is_none_or(|(d, _)| d != dns) {
+                let built = resolver(dns).map_err(|e| e.to_string());
+                if let Err(e) = &built {
+                    tracing::error!(error = %e, "cannot build the DNS resolver");
                 }
-                let mut changed = false;
-                let now = Instant::now();
-                for name in &wanted {
-                    if due.get(name).is_some_and(|t| *t > now) {
-                        continue;
+                current = Some((dns.clone(), built));
+                due.clear();
+                running.abandon_all();
+            }
+            // Start the names that are due, never-tried and most overdue first.
+            let now = Instant::now();
+            let mut ready: Vec<(Option<Instant>, &BackendAddress)> = wanted
+                .iter()
+                .filter(|n| !running.has(n))
+                .filter_map(|n| match due.get(n) {
+                    Some(t) if *t > now => None,
+                    t => Some((t.copied(), n)),
+                })
+                .collect();
+            ready.sort();
+            let free = PARALLEL_NAMES.saturating_sub(running.names.len());
+            for (_, name) in ready.into_iter().take(free) {
+                match current.as_ref().map(|(_, r)| r) {
+                    Some(Ok(r)) => {
+                        let (r, n) = (r.clone(), name.clone());
+                        let task = running.tasks.spawn(async move {
+                            let result = resolve(&r, &n).await;
+                            (n, result)
+                        });
+                        running.names.insert(task.id(), name.clone());
                     }
-                    let result = match &current {
-                        Some((_, r)) => resolve(r, name).await,
-                        None => Err("no resolver".to_string()),
-                    };
-                    let label = name.to_string();
-                    let refresh = match &result {
-                        Ok((_, ttl)) => (*ttl).clamp(dns.min_ttl, dns.max_ttl),
-                        Err(_) => dns.min_ttl,
-                    };
-                    let result = result.map(|(addrs, _)| addrs);
-                    changed |= inst.dns.record(name, &result);
-                    inst.dns.set_refresh(name, refresh);
-                    match &result {
-                        Ok(addrs) => inst.metrics.dns_resolution(&label, true, addrs.len()),
-                        Err(e) => {
-                            let kept = inst.dns.answers().get(name).map_or(0, Vec::len);
-                            inst.metrics.dns_resolution(&label, false, kept);
-                            tracing::warn!(name = %label, error = %e, kept, "DNS resolution failed; keeping the last good addresses");
-                        }
+                    Some(Err(e)) => {
+                        let result = Err(DiscoveryError::NoResolver(e.clone()));
+                        finish(inst, dns, &mut due, name.clone(), result);
                     }
-                    due.insert(name.clone(), Instant::now() + refresh);
-                }
-                if changed {
-                    let i = inst.clone();
-                    let done = tokio::task::spawn_blocking(move || {
-                        crate::reload::rebuild_current(&i, "dns")
-                    })
-                    .await;
-                    if let Ok(Err(e)) | Err(e) = done.map_err(|e| e.to_string()) {
-                        tracing::error!(error = %e, "snapshot rebuild after DNS change failed");
-                    }
-                }
-                if let Some(next) = due.values().min() {
-                    wake = *next;
+                    None => {}
                 }
             }
-            inst.dns.first_round.store(true, Ordering::Relaxed);
+            if inst.dns.attempted_all(&wanted) {
+                inst.dns.first_round.store(true, Ordering::Relaxed);
+            }
+            // Wake for the next scheduled name; names waiting for a free slot start when a
+            // running one finishes.
+            let wake = wanted
+                .iter()
+                .filter(|n| !running.has(n))
+                .filter_map(|n| due.get(n).copied())
+                .filter(|t| *t > now)
+                .min()
+                .unwrap_or_else(|| later(Duration::from_secs(3600)));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
+                Some(joined) = running.tasks.join_next_with_id(), if !running.tasks.is_empty() => {
+                    let mut changed = false;
+                    let mut next = Some(joined);
+                    while let Some(joined) = next {
+                        if let Some((name, result)) = running.settle(joined) {
+                            changed |= finish(inst, dns, &mut due, name, result);
+                        }
+                        next = running.tasks.try_join_next_with_id();
+                    }
+                    if changed {
+                        let i = inst.clone();
+                        let done = tokio::task::spawn_blocking(move || {
+                            crate::reload::rebuild_current(&i, "dns")
+                        })
+                        .await;
+                        if let Ok(Err(e)) | Err(e) = done.map_err(|e| e.to_string()) {
+                            tracing::error!(error = %e, "snapshot rebuild after DNS change failed");
+                        }
+                    }
+                }
                 r = changes.changed() => if r.is_err() { break },
                 _ = shutdown.changed() => break,
             }
         }
+        running.abandon_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn scheduling_far_ahead_does_not_overflow() {
+        let soon = later(S(1));
+        assert!(soon > Instant::now() && soon <= Instant::now() + S(1));
+        assert!(later(Duration::MAX) > Instant::now() + S(300 * 86_400));
+    }
+
+    #[test]
+    fn failures_and_partial_srv_answers_retry_after_min_ttl() {
+        let dns = Dns {
+            nameservers: vec![],
+            min_ttl: S(5),
+            max_ttl: S(300),
+            timeout: S(2),
+        };
+        let answer = |ttl, errors: Vec<String>| Answer {
+            addrs: vec![],
+            ttl,
+            target_errors: errors,
+        };
+        assert_eq!(next_refresh(&Ok(answer(S(60), vec![])), &dns), S(60));
+        assert_eq!(next_refresh(&Ok(answer(S(0), vec![])), &dns), S(5));
+        assert_eq!(next_refresh(&Ok(answer(S(9999), vec![])), &dns), S(300));
+        let partial = answer(S(60), vec!["dead.example: NXDOMAIN".into()]);
+        assert_eq!(next_refresh(&Ok(partial), &dns), S(5));
+        assert_eq!(next_refresh(&Err(DiscoveryError::NoAddresses), &dns), S(5));
+    }
+
+    fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
+        Resolved {
+            addr: SocketAddr::from(([127, 0, 0, last], port)),
+            host: "h".into(),
+            weight,
+        }
+    }
+
+    #[test]
+    fn state_reports_partial_and_total_srv_failures() {
+        let state = DnsState::default();
+        let name = BackendAddress::Srv("_http._tcp.x.example".into());
+        let ok = Answer {
+            addrs: vec![resolved(1, 80, 2)],
+            ttl: S(1),
+            target_errors: vec!["dead.example (priority 0): no records".into()],
+        };
+        assert!(state.record(&name, &Ok(ok.clone()), S(1)));
+        assert!(
+            !state.record(&name, &Ok(ok), S(1)),
+            "same answer: no change"
+        );
+        let s = &state.report()[0].1;
+        assert!(s.last_error.is_none() && s.failures == 0);
+        assert_eq!(s.target_errors.len(), 1);
+
+        let failed = DiscoveryError::NoTargetResolved(vec!["a: x".into(), "b: y".into()]);
+        assert!(!state.record(&name, &Err(failed), S(1)));
+        let s = &state.report()[0].1;
+        assert_eq!(s.target_errors, vec!["a: x", "b: y"]);
+        assert_eq!(
+            s.last_error.as_deref(),
+            Some("no SRV target resolved: a: x; b: y")
+        );
+        assert_eq!(
+            (s.failures, s.addrs.len()),
+            (1, 1),
+            "the last good answer is kept"
+        );
+        assert_eq!(state.kept(&name), 1);
     }
 }

@@ -14,7 +14,7 @@ use meridian_geoip::{Coordinates, Locator};
 use tokio::time::Instant;
 
 use crate::backend::BackendState;
-use crate::discovery::Answers;
+use crate::discovery::{Answers, MAX_WEIGHT};
 use crate::latency::now_ms;
 use crate::metrics::{Metrics, RegionMetrics};
 use crate::pick::{Balancer, Member};
@@ -220,7 +220,7 @@ impl Snapshot {
                 let mut ids = std::collections::HashSet::new();
                 for b in &r.backends {
                     let weight = b.weight.max(1);
-                    let mut add = |addr: SocketAddr, host: Option<&Arc<str>>| {
+                    let mut add = |addr: SocketAddr, host: Option<&Arc<str>>, weight: u32| {
                         let id = format!("{}/{}", r.name, addr);
                         if !ids.insert(id.clone()) {
                             return; // a name resolving to an address listed already
@@ -235,10 +235,12 @@ impl Snapshot {
                         members.push(Member { state, weight });
                     };
                     match b.address.as_static() {
-                        Some(addr) => add(addr, None),
+                        Some(addr) => add(addr, None, weight),
                         None => {
                             for a in answers.get(&b.address).into_iter().flatten() {
-                                add(a.addr, Some(&a.host));
+                                // An SRV record's weight, times the configured one.
+                                let w = weight.saturating_mul(a.weight).min(MAX_WEIGHT);
+                                add(a.addr, Some(&a.host), w);
                             }
                         }
                     }
