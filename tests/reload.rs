@@ -122,6 +122,23 @@ fn wait_generation(m: &Meridian, above: u64) -> u64 {
     }
 }
 
+/// Waits (bounded) until `/status` has a `last_reload` that satisfies `done`; returns it.
+fn wait_last_reload(m: &Meridian, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = m.status()["last_reload"].clone();
+        if done(&last) {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such reload recorded; last: {last}\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Trigger {
     Admin,
@@ -242,9 +259,38 @@ async fn a_broken_file_is_rejected_while_traffic_flows_and_a_fixed_one_applies()
             metric(&m.metrics(), "meridian_reloads_total{result=\"invalid\"}") >= (i + 1) as f64
         );
     }
-    // The file watcher sees a broken file too, and rejects it the same way.
-    m.write_config(&broken[0].0);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The file watcher sees a broken file too, and rejects it the same way. The in-place
+    // writes above also fired the watcher, so this file has a problem of its own (a zero
+    // weight) and the wait is for the record of exactly that problem.
+    let gen = generation(&m);
+    let invalid_before = metric(&m.metrics(), "meridian_reloads_total{result=\"invalid\"}");
+    let zero_weight = weighted(listen, admin, &[(&a, 0), (&b, 1)], "");
+    m.write_config(&zero_weight);
+    let last = tokio::task::block_in_place(|| {
+        wait_last_reload(&m, |r| {
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("weight must be at least 1"))
+        })
+    });
+    assert_eq!(last["trigger"], "file change", "{last}");
+    assert_eq!(last["result"], "invalid", "{last}");
+    let err = last["error"].as_str().unwrap();
+    assert!(
+        err.contains("meridian.toml:") && err.contains("regions.local.backends[0].weight = 0"),
+        "the error names the file, the line and the key: {err}"
+    );
+    assert!(
+        metric(&m.metrics(), "meridian_reloads_total{result=\"invalid\"}") > invalid_before,
+        "counted as invalid"
+    );
+    assert_eq!(generation(&m), gen, "nothing applied");
+    // Traffic still follows the running config (1:1), not the rejected file.
+    let (a0, b0) = (a.hits(), b.hits());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (da, db) = (a.hits() - a0, b.hits() - b0);
+    assert!(da > 10 && db > 10, "both backends still serve: {da} / {db}");
+    assert!(da < 3 * db && db < 3 * da, "weights still 1:1: {da} / {db}");
     // Fixed: weights 9:1 apply.
     tokio::task::block_in_place(|| {
         reload(
