@@ -219,6 +219,87 @@ async fn many_reloads_under_load_drop_nothing_and_apply_at_once() {
     assert!(metric(&m.metrics(), "meridian_reloads_total{result=\"ok\"}") >= 24.0);
 }
 
+/// Sends `n` sequential GETs through the proxy; the hits each of `backends` got meanwhile.
+async fn hits_of(m: &Meridian, n: usize, backends: &[&Backend]) -> Vec<u64> {
+    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    let c = client();
+    for _ in 0..n {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, h)| b.hits() - h)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_watching_off_only_sighup_applies_a_change() {
+    let a = backend("a", "local").await;
+    let b = backend("b", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = |wa: u32, watch: bool| {
+        weighted(listen, admin, &[(&a, wa), (&b, 1)], "")
+            .replace("[reload]\n", &format!("[reload]\nwatch = {watch}\n"))
+    };
+    let m = start(cfg(1, false), listen, admin).await;
+    let gen = generation(&m);
+    assert_eq!(hits_of(&m, 40, &[&a, &b]).await, [20, 20], "1:1 to start");
+
+    // Changed by rename and then in place: with `watch = false` neither is picked up, for
+    // far longer than the 100 ms debounce.
+    m.write_config(&cfg(9, false));
+    std::fs::write(&m.config, cfg(9, false)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let s = m.status();
+        assert_eq!(
+            s["generation"].as_u64().unwrap(),
+            gen,
+            "reloaded without SIGHUP"
+        );
+        assert!(s["last_reload"].is_null(), "{}", s["last_reload"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(m.status()["regions"][0]["backends"][0]["weight"], 1);
+    assert_eq!(hits_of(&m, 40, &[&a, &b]).await, [20, 20], "still 1:1");
+
+    // SIGHUP alone applies it.
+    m.signal("HUP");
+    let g = tokio::task::block_in_place(|| wait_generation(&m, gen));
+    assert_eq!(g, gen + 1);
+    let s = m.status();
+    assert_eq!(
+        s["last_reload"]["trigger"], "SIGHUP",
+        "{}",
+        s["last_reload"]
+    );
+    assert_eq!(s["last_reload"]["result"], "ok", "{}", s["last_reload"]);
+    assert_eq!(s["regions"][0]["backends"][0]["weight"], 9);
+    assert_eq!(
+        hits_of(&m, 40, &[&a, &b]).await,
+        [36, 4],
+        "9:1 after SIGHUP"
+    );
+
+    // A SIGHUP that turns watching on: from then on a file change alone applies.
+    std::fs::write(&m.config, cfg(9, true)).unwrap();
+    m.signal("HUP");
+    let g = tokio::task::block_in_place(|| wait_generation(&m, g));
+    // The watcher is set up just after the swap: rewrite until it is seen (bounded).
+    for attempt in 0.. {
+        m.write_config(&cfg(1, true));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if generation(&m) > g {
+            break;
+        }
+        assert!(attempt < 10, "file changes not followed:\n{}", m.log());
+    }
+    assert_eq!(m.status()["last_reload"]["trigger"], "file change");
+    assert_eq!(hits_of(&m, 40, &[&a, &b]).await, [20, 20], "1:1 again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_file_is_rejected_while_traffic_flows_and_a_fixed_one_applies() {
     let a = backend("a", "local").await;
