@@ -301,6 +301,72 @@ async fn with_watching_off_only_sighup_applies_a_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_added_backend_takes_traffic_and_a_removed_one_gets_no_new_requests() {
+    let a = backend("a", "local").await;
+    let b = backend("b", "local").await;
+    let c = backend("c", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let m = start(
+        weighted(listen, admin, &[(&a, 1), (&b, 1)], ""),
+        listen,
+        admin,
+    )
+    .await;
+    let load = Load::start(m.url("/"), 4, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.hits(), 0, "c is not configured yet");
+
+    // Added: c is probed (first probe within min(interval, 1 s)) and then takes its share.
+    let added = weighted(listen, admin, &[(&a, 1), (&b, 1), (&c, 1)], "");
+    tokio::task::block_in_place(|| reload(&m, &added, Trigger::Admin));
+    let since = Instant::now();
+    while c.hits() < 20 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the added backend got {} requests in 10 s:\n{}",
+            c.hits(),
+            m.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("added backend took traffic after {:?}", since.elapsed());
+    let before = [a.hits(), b.hits(), c.hits()];
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let d: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .zip(before)
+        .map(|(x, h)| x.hits() - h)
+        .collect();
+    let total: u64 = d.iter().sum();
+    assert!(total > 30, "load ran: {d:?}");
+    assert!(d[2] * 5 > total, "c has its third (1:1:1): {d:?}");
+    assert_eq!(m.status()["regions"][0]["backends"][2]["health"], "up");
+
+    // Removed: once the swap is done, a gets no new request while load goes on. Requests
+    // that had picked a from the previous snapshot get half a second to arrive.
+    let removed = weighted(listen, admin, &[(&b, 1), (&c, 1)], "");
+    tokio::task::block_in_place(|| reload(&m, &removed, Trigger::Admin));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a0, b0, c0) = (a.hits(), b.hits(), c.hits());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(a.hits(), a0, "the removed backend still receives requests");
+    let (db, dc) = (b.hits() - b0, c.hits() - c0);
+    assert!(db > 10 && dc > 10, "the others carry the load: {db} / {dc}");
+    let s = m.status();
+    let listed: Vec<&str> = s["regions"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [b.addr().to_string(), c.addr().to_string()]);
+
+    let (ok, failed) = load.finish().await;
+    assert!(ok > 100, "load ran: {ok}");
+    assert_eq!(failed, 0, "{failed} requests failed around the reloads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_file_is_rejected_while_traffic_flows_and_a_fixed_one_applies() {
     let a = backend("a", "local").await;
     let b = backend("b", "local").await;
