@@ -194,13 +194,26 @@ async fn a_region_outage_is_invisible_to_clients_and_traffic_returns() {
     }
 }
 
+/// Requests each backend received while `f` ran.
+async fn hits_during<F: std::future::Future<Output = ()>>(backends: &[&Backend], f: F) -> Vec<u64> {
+    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    f.await;
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, h)| b.hits() - h)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slow_backend_gets_less_traffic_than_its_fast_sibling() {
+async fn a_slow_backend_gets_less_traffic_and_its_share_back_once_fast() {
     let fast = backend("fast", "local").await;
     let slow = backend("slow", "local").await;
     slow.set_delay(Duration::from_millis(40));
     let (listen, admin) = (free_addr(), free_addr());
     let mut cfg = header("local", listen, admin);
+    // A short decay: a slow past stops weighing on a backend within seconds.
+    cfg.push_str("\n[latency]\ndecay = \"1s\"\n");
     cfg.push_str(&region(
         "local",
         0.0,
@@ -210,21 +223,40 @@ async fn a_slow_backend_gets_less_traffic_than_its_fast_sibling() {
     ));
     let m = start(cfg, listen, admin).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let (mut set, samples, _) = load(m.url("/"), 4, 400, Duration::from_secs(20), stop);
-    while set.join_next().await.is_some() {}
-    let n = samples
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.1 == 200)
-        .count();
-    assert!(n >= 100, "{n}");
-    let (f, s) = (fast.hits(), slow.hits());
-    assert!(f > 3 * s, "fast {f} vs slow {s}");
-    assert!(
-        s >= 1,
-        "the slow backend is still tried now and then (decay): {s}"
+    let (mut set, samples, _) = load(
+        m.url("/"),
+        4,
+        1_000_000,
+        Duration::from_secs(60),
+        stop.clone(),
     );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = hits_during(&[&fast, &slow], tokio::time::sleep(Duration::from_secs(2))).await;
+    assert!(d[0] >= 100, "load ran: {d:?}");
+    assert!(d[0] > 3 * d[1], "the slow backend gets less: {d:?}");
+
+    // Fast again: as its slow responses age out (decay 1 s) it is tried, found fast, and
+    // gets its share back (equal backends: about half; a quarter or more counts). That
+    // takes a few seconds; with the default 10 s decay it takes over 15 s.
+    slow.set_delay(Duration::ZERO);
+    let since = Instant::now();
+    loop {
+        let d = hits_during(&[&fast, &slow], tokio::time::sleep(Duration::from_secs(1))).await;
+        if d[0] + d[1] >= 40 && 3 * d[1] >= d[0] {
+            eprintln!("share back after {:?}: {d:?}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the recovered backend never got its share back: {d:?}\n{}",
+            m.status()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+    let all = samples.lock().unwrap();
+    let failed = all.iter().filter(|s| s.1 != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", all.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
