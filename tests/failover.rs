@@ -260,6 +260,98 @@ async fn a_slow_backend_gets_less_traffic_and_its_share_back_once_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backend_answering_5xx_is_ejected_by_passive_detection_and_its_sibling_serves() {
+    let bad = backend("local-bad", "local").await;
+    let good = backend("local-good", "local").await;
+    let remote = backend("remote-1", "remote").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str("\n[outlier]\nconsecutive_failures = 3\nbase_ejection = \"10s\"\n");
+    // Round robin: the failing backend gets every other request until it is ejected.
+    cfg.push_str(&region(
+        "local",
+        0.0,
+        0.0,
+        &[&bad, &good],
+        "balance = \"round_robin\"",
+    ));
+    cfg.push_str(&region("remote", 10.0, 10.0, &[&remote], ""));
+    let m = start(cfg, listen, admin).await;
+    let ejections = format!(
+        "meridian_ejections_total{{backend=\"{}\",region=\"local\"}}",
+        bad.addr()
+    );
+    assert_eq!(metric(&m.metrics(), &ejections), 0.0);
+
+    // Real requests get 503 from it; its /healthz still answers 200, so the probes keep it
+    // up and only passive detection can take it out. One request at a time: each answer
+    // is counted before the next pick.
+    bad.set_fail_status(Some(503));
+    let c = client();
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        let name = r
+            .headers()
+            .get("x-backend")
+            .map(|v| v.to_str().unwrap().to_string());
+        seen.push((r.status().as_u16(), name.unwrap_or_default()));
+    }
+    let errors: Vec<usize> = (0..seen.len()).filter(|&i| seen[i].0 >= 500).collect();
+    assert_eq!(
+        errors.len(),
+        3,
+        "clients see consecutive_failures 5xx, then none: {seen:?}"
+    );
+    assert!(errors.iter().all(|&i| seen[i].1 == "local-bad"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|s| s.0 < 500)
+            .all(|s| s.0 == 200 && s.1 == "local-good"),
+        "every other answer from the sibling: {seen:?}"
+    );
+    assert_eq!(bad.hits(), 3, "no request reached it after the ejection");
+    assert_eq!(
+        remote.hits(),
+        0,
+        "the region's sibling served, not another region"
+    );
+    assert_eq!(metric(&m.metrics(), &ejections), 1.0);
+    let s = m.status();
+    let local = &s["regions"][0];
+    assert_eq!(local["health"], "degraded", "{local}");
+    assert_eq!(local["usable_backends"], 1, "{local}");
+    let b = &local["backends"][0];
+    assert_eq!(b["address"], bad.addr().to_string());
+    assert_eq!(b["ejected"], true, "{b}");
+    assert_eq!(b["usable"], false, "{b}");
+    assert_eq!(b["health"], "up", "probes still pass: {b}");
+    assert_eq!(local["backends"][1]["ejected"], false);
+
+    // Fixed: a good probe after half the ejection (5 s) re-admits it.
+    bad.set_fail_status(None);
+    let since = Instant::now();
+    loop {
+        let s = m.status();
+        if s["regions"][0]["backends"][0]["usable"] == true {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "never re-admitted: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = hits_during(&[&bad, &good], async {
+        for _ in 0..20 {
+            assert_eq!(c.get(m.url("/")).send().await.unwrap().status(), 200);
+        }
+    })
+    .await;
+    assert_eq!(d, [10, 10], "round robin over both again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_post_that_reached_a_dying_backend_is_not_replayed_but_a_get_is() {
     let local = backend("local-1", "local").await;
     let remote = backend("remote-1", "remote").await;
