@@ -66,6 +66,19 @@ fn load(
     limit: Duration,
     stop: Arc<AtomicBool>,
 ) -> (tokio::task::JoinSet<()>, Arc<Mutex<Vec<Sample>>>, Instant) {
+    load_from(url, None, workers, max, limit, stop)
+}
+
+/// [`load`] on behalf of the client `xff` (sent as `X-Forwarded-For`, which Meridian
+/// believes from a trusted proxy), if given.
+fn load_from(
+    url: String,
+    xff: Option<&'static str>,
+    workers: usize,
+    max: usize,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinSet<()>, Arc<Mutex<Vec<Sample>>>, Instant) {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -77,7 +90,11 @@ fn load(
                 && started.elapsed() < limit
                 && samples.lock().unwrap().len() < max
             {
-                let (status, region) = match c.get(&url).send().await {
+                let mut req = c.get(&url);
+                if let Some(xff) = xff {
+                    req = req.header("x-forwarded-for", xff);
+                }
+                let (status, region) = match req.send().await {
                     Ok(r) => (
                         r.status().as_u16(),
                         r.headers()
@@ -397,4 +414,155 @@ async fn a_post_that_reached_a_dying_backend_is_not_replayed_but_a_get_is() {
     assert_eq!(get.status(), 200, "the idempotent GET is retried elsewhere");
     assert_eq!(get.headers()["x-backend"], "remote-1");
     assert_eq!(remote.hits(), 1, "only the GET reached the remote region");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remote_region_slowed_beyond_tolerance_loses_its_clients_until_it_recovers() {
+    // This node is in us-east; the client is in GB and steered to eu-west, then
+    // eu-central, then us-east.
+    let mut backends = HashMap::new();
+    for name in ["us-east", "eu-west", "eu-central"] {
+        backends.insert(
+            name,
+            [
+                backend(&format!("{name}-1"), name).await,
+                backend(&format!("{name}-2"), name).await,
+            ],
+        );
+    }
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("us-east", listen, admin);
+    cfg.push_str(
+        r#"
+[latency]
+tolerance = "20ms"
+decay = "10s"
+
+[[geoip.overrides]]
+cidr = "198.51.100.0/24"
+country = "GB"
+
+[client]
+trusted_proxies = ["127.0.0.1"]
+
+[steering.countries]
+GB = ["eu-west", "eu-central", "us-east"]
+"#,
+    );
+    for (name, lat, lon) in [
+        ("us-east", 39.04, -77.49),
+        ("eu-west", 53.35, -6.26),
+        ("eu-central", 50.11, 8.68),
+    ] {
+        let [a, b] = &backends[name];
+        cfg.push_str(&region(name, lat, lon, &[a, b], ""));
+    }
+    let m = start(cfg, listen, admin).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut set, samples, started) = load_from(
+        m.url("/"),
+        Some("198.51.100.7"),
+        4,
+        1_000_000,
+        Duration::from_secs(120),
+        stop.clone(),
+    );
+    // Share of each region among the responses of the last `window`.
+    let shares = |window: Duration| {
+        let now = started.elapsed();
+        let all = samples.lock().unwrap();
+        let recent: Vec<&Sample> = all
+            .iter()
+            .filter(|s| s.0 + window >= now && s.1 == 200)
+            .collect();
+        let share = |r: &str| {
+            recent.iter().filter(|s| s.2 == r).count() as f64 / recent.len().max(1) as f64
+        };
+        (recent.len(), share("eu-west"), share("eu-central"))
+    };
+    let region_status = |name: &str| {
+        let s = m.status();
+        s["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let window = Duration::from_millis(1500);
+    tokio::time::sleep(window).await;
+    let (n, west, _) = shares(window);
+    assert!(
+        n > 20 && west == 1.0,
+        "the client starts on eu-west: {n} {west}"
+    );
+
+    // eu-west answers 150 ms late (its /healthz does not): far beyond the 20 ms tolerance.
+    // The region measurement is published with a dead band and at most one change a
+    // second, so allow several seconds.
+    for b in &backends["eu-west"] {
+        b.set_delay(Duration::from_millis(150));
+    }
+    let since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (n, west, central) = shares(window);
+        if n >= 20 && central >= 0.8 {
+            eprintln!("moved after {:?}: {n} {west} {central}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "traffic never left the slow region: {n} {west} {central}\n{}",
+            m.status()
+        );
+    }
+    let west_status = region_status("eu-west");
+    assert!(
+        west_status["measured_latency_ms"].as_f64().unwrap() > 20.0,
+        "{west_status}"
+    );
+    assert_eq!(
+        west_status["rank"], 2,
+        "last for local clients too: {west_status}"
+    );
+    assert!(
+        metric(
+            &m.metrics(),
+            "meridian_failovers_total{from=\"eu-west\",to=\"eu-central\"}"
+        ) >= 20.0
+    );
+
+    // Fast again: once its slow measurement has decayed below the tolerance, eu-west gets
+    // the client back, and keeps it (a still slow region would lose it again at once).
+    for b in &backends["eu-west"] {
+        b.set_delay(Duration::ZERO);
+    }
+    let since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (n, west, central) = shares(Duration::from_millis(500));
+        if n >= 10 && west >= 0.9 {
+            eprintln!("back after {:?}: {n} {west} {central}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "traffic never returned to eu-west: {n} {west} {central}\n{}",
+            m.status()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, west, central) = shares(Duration::from_secs(3));
+    assert!(
+        n > 50 && west >= 0.9,
+        "eu-west keeps it: {n} {west} {central}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+    let all = samples.lock().unwrap();
+    let failed = all.iter().filter(|s| s.1 != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", all.len());
 }
