@@ -1,6 +1,8 @@
 //! Cross-region failover end to end: three Meridian instances (us-east, eu-west,
 //! ap-southeast, real coordinates), two backends per region, a bounded load through the
-//! us-east instance while its region dies and comes back.
+//! us-east instance while its region dies and comes back. Also: a slow backend within a
+//! region and its recovery (decay), passive outlier ejection on 5xx, a POST never replayed,
+//! and latency ranking moving a client off a slowed remote region and back.
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,6 +1,8 @@
 //! Hot reload and graceful upgrade end to end: reloads under load by every trigger (POST
-//! /reload, SIGHUP, replacing the file), broken files rejected while traffic flows, health
+//! /reload, SIGHUP, replacing the file), SIGHUP alone with watching off, backends added
+//! (take traffic) and removed (get none), broken files rejected while traffic flows, health
 //! state kept across reloads, and a new process taking over the listening sockets.
+//! Certificate and GeoIP database files replaced by rename: `tls.rs` and `geo.rs`.
 
 #![allow(clippy::unwrap_used)]
 
