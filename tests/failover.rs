@@ -1,6 +1,8 @@
 //! Cross-region failover end to end: three Meridian instances (us-east, eu-west,
 //! ap-southeast, real coordinates), two backends per region, a bounded load through the
-//! us-east instance while its region dies and comes back.
+//! us-east instance while its region dies and comes back. Also: a slow backend within a
+//! region and its recovery (decay), passive outlier ejection on 5xx, a POST never replayed,
+//! and latency ranking moving a client off a slowed remote region and back.
 
 #![allow(clippy::unwrap_used)]
 
@@ -66,6 +68,19 @@ fn load(
     limit: Duration,
     stop: Arc<AtomicBool>,
 ) -> (tokio::task::JoinSet<()>, Arc<Mutex<Vec<Sample>>>, Instant) {
+    load_from(url, None, workers, max, limit, stop)
+}
+
+/// [`load`] on behalf of the client `xff` (sent as `X-Forwarded-For`, which Meridian
+/// believes from a trusted proxy), if given.
+fn load_from(
+    url: String,
+    xff: Option<&'static str>,
+    workers: usize,
+    max: usize,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinSet<()>, Arc<Mutex<Vec<Sample>>>, Instant) {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -77,7 +92,11 @@ fn load(
                 && started.elapsed() < limit
                 && samples.lock().unwrap().len() < max
             {
-                let (status, region) = match c.get(&url).send().await {
+                let mut req = c.get(&url);
+                if let Some(xff) = xff {
+                    req = req.header("x-forwarded-for", xff);
+                }
+                let (status, region) = match req.send().await {
                     Ok(r) => (
                         r.status().as_u16(),
                         r.headers()
@@ -194,13 +213,26 @@ async fn a_region_outage_is_invisible_to_clients_and_traffic_returns() {
     }
 }
 
+/// Requests each backend received while `f` ran.
+async fn hits_during<F: std::future::Future<Output = ()>>(backends: &[&Backend], f: F) -> Vec<u64> {
+    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    f.await;
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, h)| b.hits() - h)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slow_backend_gets_less_traffic_than_its_fast_sibling() {
+async fn a_slow_backend_gets_less_traffic_and_its_share_back_once_fast() {
     let fast = backend("fast", "local").await;
     let slow = backend("slow", "local").await;
     slow.set_delay(Duration::from_millis(40));
     let (listen, admin) = (free_addr(), free_addr());
     let mut cfg = header("local", listen, admin);
+    // A short decay: a slow past stops weighing on a backend within seconds.
+    cfg.push_str("\n[latency]\ndecay = \"1s\"\n");
     cfg.push_str(&region(
         "local",
         0.0,
@@ -210,21 +242,132 @@ async fn a_slow_backend_gets_less_traffic_than_its_fast_sibling() {
     ));
     let m = start(cfg, listen, admin).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let (mut set, samples, _) = load(m.url("/"), 4, 400, Duration::from_secs(20), stop);
-    while set.join_next().await.is_some() {}
-    let n = samples
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.1 == 200)
-        .count();
-    assert!(n >= 100, "{n}");
-    let (f, s) = (fast.hits(), slow.hits());
-    assert!(f > 3 * s, "fast {f} vs slow {s}");
-    assert!(
-        s >= 1,
-        "the slow backend is still tried now and then (decay): {s}"
+    let (mut set, samples, _) = load(
+        m.url("/"),
+        4,
+        1_000_000,
+        Duration::from_secs(60),
+        stop.clone(),
     );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = hits_during(&[&fast, &slow], tokio::time::sleep(Duration::from_secs(2))).await;
+    assert!(d[0] >= 100, "load ran: {d:?}");
+    assert!(d[0] > 3 * d[1], "the slow backend gets less: {d:?}");
+
+    // Fast again: as its slow responses age out (decay 1 s) it is tried, found fast, and
+    // gets its share back (equal backends: about half; a quarter or more counts). That
+    // takes a few seconds; with the default 10 s decay it takes over 15 s.
+    slow.set_delay(Duration::ZERO);
+    let since = Instant::now();
+    loop {
+        let d = hits_during(&[&fast, &slow], tokio::time::sleep(Duration::from_secs(1))).await;
+        if d[0] + d[1] >= 40 && 3 * d[1] >= d[0] {
+            eprintln!("share back after {:?}: {d:?}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the recovered backend never got its share back: {d:?}\n{}",
+            m.status()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+    let all = samples.lock().unwrap();
+    let failed = all.iter().filter(|s| s.1 != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", all.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backend_answering_5xx_is_ejected_by_passive_detection_and_its_sibling_serves() {
+    let bad = backend("local-bad", "local").await;
+    let good = backend("local-good", "local").await;
+    let remote = backend("remote-1", "remote").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str("\n[outlier]\nconsecutive_failures = 3\nbase_ejection = \"10s\"\n");
+    // Round robin: the failing backend gets every other request until it is ejected.
+    cfg.push_str(&region(
+        "local",
+        0.0,
+        0.0,
+        &[&bad, &good],
+        "balance = \"round_robin\"",
+    ));
+    cfg.push_str(&region("remote", 10.0, 10.0, &[&remote], ""));
+    let m = start(cfg, listen, admin).await;
+    let ejections = format!(
+        "meridian_ejections_total{{backend=\"{}\",region=\"local\"}}",
+        bad.addr()
+    );
+    assert_eq!(metric(&m.metrics(), &ejections), 0.0);
+
+    // Real requests get 503 from it; its /healthz still answers 200, so the probes keep it
+    // up and only passive detection can take it out. One request at a time: each answer
+    // is counted before the next pick.
+    bad.set_fail_status(Some(503));
+    let c = client();
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        let r = c.get(m.url("/")).send().await.unwrap();
+        let name = r
+            .headers()
+            .get("x-backend")
+            .map(|v| v.to_str().unwrap().to_string());
+        seen.push((r.status().as_u16(), name.unwrap_or_default()));
+    }
+    let errors: Vec<usize> = (0..seen.len()).filter(|&i| seen[i].0 >= 500).collect();
+    assert_eq!(
+        errors.len(),
+        3,
+        "clients see consecutive_failures 5xx, then none: {seen:?}"
+    );
+    assert!(errors.iter().all(|&i| seen[i].1 == "local-bad"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|s| s.0 < 500)
+            .all(|s| s.0 == 200 && s.1 == "local-good"),
+        "every other answer from the sibling: {seen:?}"
+    );
+    assert_eq!(bad.hits(), 3, "no request reached it after the ejection");
+    assert_eq!(
+        remote.hits(),
+        0,
+        "the region's sibling served, not another region"
+    );
+    assert_eq!(metric(&m.metrics(), &ejections), 1.0);
+    let s = m.status();
+    let local = &s["regions"][0];
+    assert_eq!(local["health"], "degraded", "{local}");
+    assert_eq!(local["usable_backends"], 1, "{local}");
+    let b = &local["backends"][0];
+    assert_eq!(b["address"], bad.addr().to_string());
+    assert_eq!(b["ejected"], true, "{b}");
+    assert_eq!(b["usable"], false, "{b}");
+    assert_eq!(b["health"], "up", "probes still pass: {b}");
+    assert_eq!(local["backends"][1]["ejected"], false);
+
+    // Fixed: a good probe after half the ejection (5 s) re-admits it.
+    bad.set_fail_status(None);
+    let since = Instant::now();
+    loop {
+        let s = m.status();
+        if s["regions"][0]["backends"][0]["usable"] == true {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "never re-admitted: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = hits_during(&[&bad, &good], async {
+        for _ in 0..20 {
+            assert_eq!(c.get(m.url("/")).send().await.unwrap().status(), 200);
+        }
+    })
+    .await;
+    assert_eq!(d, [10, 10], "round robin over both again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -273,4 +416,155 @@ async fn a_post_that_reached_a_dying_backend_is_not_replayed_but_a_get_is() {
     assert_eq!(get.status(), 200, "the idempotent GET is retried elsewhere");
     assert_eq!(get.headers()["x-backend"], "remote-1");
     assert_eq!(remote.hits(), 1, "only the GET reached the remote region");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remote_region_slowed_beyond_tolerance_loses_its_clients_until_it_recovers() {
+    // This node is in us-east; the client is in GB and steered to eu-west, then
+    // eu-central, then us-east.
+    let mut backends = HashMap::new();
+    for name in ["us-east", "eu-west", "eu-central"] {
+        backends.insert(
+            name,
+            [
+                backend(&format!("{name}-1"), name).await,
+                backend(&format!("{name}-2"), name).await,
+            ],
+        );
+    }
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("us-east", listen, admin);
+    cfg.push_str(
+        r#"
+[latency]
+tolerance = "20ms"
+decay = "10s"
+
+[[geoip.overrides]]
+cidr = "198.51.100.0/24"
+country = "GB"
+
+[client]
+trusted_proxies = ["127.0.0.1"]
+
+[steering.countries]
+GB = ["eu-west", "eu-central", "us-east"]
+"#,
+    );
+    for (name, lat, lon) in [
+        ("us-east", 39.04, -77.49),
+        ("eu-west", 53.35, -6.26),
+        ("eu-central", 50.11, 8.68),
+    ] {
+        let [a, b] = &backends[name];
+        cfg.push_str(&region(name, lat, lon, &[a, b], ""));
+    }
+    let m = start(cfg, listen, admin).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut set, samples, started) = load_from(
+        m.url("/"),
+        Some("198.51.100.7"),
+        4,
+        1_000_000,
+        Duration::from_secs(120),
+        stop.clone(),
+    );
+    // Share of each region among the responses of the last `window`.
+    let shares = |window: Duration| {
+        let now = started.elapsed();
+        let all = samples.lock().unwrap();
+        let recent: Vec<&Sample> = all
+            .iter()
+            .filter(|s| s.0 + window >= now && s.1 == 200)
+            .collect();
+        let share = |r: &str| {
+            recent.iter().filter(|s| s.2 == r).count() as f64 / recent.len().max(1) as f64
+        };
+        (recent.len(), share("eu-west"), share("eu-central"))
+    };
+    let region_status = |name: &str| {
+        let s = m.status();
+        s["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let window = Duration::from_millis(1500);
+    tokio::time::sleep(window).await;
+    let (n, west, _) = shares(window);
+    assert!(
+        n > 20 && west == 1.0,
+        "the client starts on eu-west: {n} {west}"
+    );
+
+    // eu-west answers 150 ms late (its /healthz does not): far beyond the 20 ms tolerance.
+    // The region measurement is published with a dead band and at most one change a
+    // second, so allow several seconds.
+    for b in &backends["eu-west"] {
+        b.set_delay(Duration::from_millis(150));
+    }
+    let since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (n, west, central) = shares(window);
+        if n >= 20 && central >= 0.8 {
+            eprintln!("moved after {:?}: {n} {west} {central}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "traffic never left the slow region: {n} {west} {central}\n{}",
+            m.status()
+        );
+    }
+    let west_status = region_status("eu-west");
+    assert!(
+        west_status["measured_latency_ms"].as_f64().unwrap() > 20.0,
+        "{west_status}"
+    );
+    assert_eq!(
+        west_status["rank"], 2,
+        "last for local clients too: {west_status}"
+    );
+    assert!(
+        metric(
+            &m.metrics(),
+            "meridian_failovers_total{from=\"eu-west\",to=\"eu-central\"}"
+        ) >= 20.0
+    );
+
+    // Fast again: once its slow measurement has decayed below the tolerance, eu-west gets
+    // the client back, and keeps it (a still slow region would lose it again at once).
+    for b in &backends["eu-west"] {
+        b.set_delay(Duration::ZERO);
+    }
+    let since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (n, west, central) = shares(Duration::from_millis(500));
+        if n >= 10 && west >= 0.9 {
+            eprintln!("back after {:?}: {n} {west} {central}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "traffic never returned to eu-west: {n} {west} {central}\n{}",
+            m.status()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, west, central) = shares(Duration::from_secs(3));
+    assert!(
+        n > 50 && west >= 0.9,
+        "eu-west keeps it: {n} {west} {central}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+    let all = samples.lock().unwrap();
+    let failed = all.iter().filter(|s| s.1 != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", all.len());
 }

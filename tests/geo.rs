@@ -14,24 +14,33 @@ use mmdb_writer::{IpVersion, Ipv4Aliasing, Value, Writer};
 
 /// A flat (DB-IP layout) database: documentation ranges placed in four countries.
 fn write_db(path: &std::path::Path) {
+    std::fs::write(
+        path,
+        db_bytes(&[
+            ("192.0.2.0/24", "US"),
+            ("198.51.100.0/24", "GB"),
+            ("203.0.113.0/24", "JP"),
+            ("100.64.0.0/16", "DE"),
+            ("2001:db8:44::/48", "GB"),
+        ]),
+    )
+    .unwrap();
+}
+
+/// A flat (DB-IP layout) database placing each network in its country.
+fn db_bytes(entries: &[(&str, &str)]) -> Vec<u8> {
     let mut w = Writer::builder("meridian-test-country")
         .ip_version(IpVersion::V6)
         .ipv4_aliasing(Ipv4Aliasing::Disabled)
         .build();
-    for (net, cc) in [
-        ("192.0.2.0/24", "US"),
-        ("198.51.100.0/24", "GB"),
-        ("203.0.113.0/24", "JP"),
-        ("100.64.0.0/16", "DE"),
-        ("2001:db8:44::/48", "GB"),
-    ] {
+    for &(net, cc) in entries {
         w.insert_value(
             net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(),
             Value::map([("country_code", Value::from(cc))]),
         )
         .unwrap();
     }
-    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+    w.to_bytes().unwrap()
 }
 
 /// A client whose connections come from `source` (127.0.0.2 is the trusted proxy).
@@ -309,4 +318,72 @@ async fn proxy_protocol_headers_from_trusted_peers_set_the_client() {
     .unwrap();
     assert_eq!(r, "");
     assert!(metric(&m.metrics(), "meridian_client_header_invalid_total") >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_geoip_database_replaced_by_rename_moves_clients_without_a_reload_request() {
+    let eu = backend("eu-1", "eu-west").await;
+    let ap = backend("ap-1", "ap-southeast").await;
+    let us = backend("us-1", "us-east").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    // The database lives outside the config file's directory: watched on its own.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("country.mmdb");
+    std::fs::write(&db, db_bytes(&[("198.51.100.0/24", "GB")])).unwrap();
+    let mut cfg = header("us-east", listen, admin);
+    cfg.push_str(&format!(
+        "\n[geoip]\ndatabase = \"{}\"\n\n[client]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[steering]\nexpose_headers = true\n\n[reload]\ndebounce = \"100ms\"\n",
+        db.display()
+    ));
+    cfg.push_str(&region("us-east", 39.04, -77.49, &[&us], ""));
+    cfg.push_str(&region("eu-west", 53.35, -6.26, &[&eu], ""));
+    cfg.push_str(&region("ap-southeast", 1.29, 103.85, &[&ap], ""));
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+    let route = || {
+        let req = c.get(m.url("/")).header("x-forwarded-for", "198.51.100.7");
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let h = |k: &str| r.headers()[k].to_str().unwrap().to_string();
+            (h("x-meridian-client-country"), h("x-meridian-region"))
+        }
+    };
+    assert_eq!(route().await, ("GB".into(), "eu-west".into()));
+    let generation = m.status()["generation"].as_u64().unwrap();
+
+    // geoipupdate's way: the new database is written next to the old one and renamed over
+    // it. The network now sits in Japan. No SIGHUP, no POST /reload.
+    let tmp = dir.path().join("country.mmdb.tmp");
+    std::fs::write(&tmp, db_bytes(&[("198.51.100.0/24", "JP")])).unwrap();
+    std::fs::rename(&tmp, &db).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = route().await;
+        if seen == ("JP".to_string(), "ap-southeast".to_string()) {
+            break;
+        }
+        assert_eq!(
+            seen,
+            ("GB".into(), "eu-west".into()),
+            "old or new, nothing else"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new database is not used after 15 s:\n{}",
+            m.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = m.status();
+    assert!(s["generation"].as_u64().unwrap() > generation);
+    assert_eq!(s["last_reload"]["trigger"], "file change", "{s}");
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    assert_eq!(s["geoip"]["database"], db.display().to_string());
+    // It stays: the next requests go to Japan's region too.
+    let before = (eu.hits(), ap.hits());
+    for _ in 0..10 {
+        assert_eq!(route().await, ("JP".into(), "ap-southeast".into()));
+    }
+    assert_eq!((eu.hits(), ap.hits()), (before.0, before.1 + 10));
 }

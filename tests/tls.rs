@@ -345,6 +345,59 @@ async fn reload_serves_a_renewed_certificate_and_keeps_the_old_one_if_broken() {
     assert_eq!(m.status()["last_reload"]["result"], "invalid");
 }
 
+/// Replaces `path` the way ACME clients and geoipupdate do: a temporary file in the same
+/// directory, renamed over it.
+fn replace_by_rename(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_renewed_by_rename_is_served_without_a_reload_request() {
+    let ca = Ca::new("Meridian test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = ca.leaf(&["site.test"], "v1");
+    let paths = v1.write(dir.path(), "site");
+    let b1 = backend("b1", "local").await;
+    let (listen, admin, https) = (free_addr(), free_addr(), free_addr());
+    // The certificates live outside the config file's directory: watched on their own.
+    let mut cfg = listeners(listen, admin, https, "", &cert_entry(&paths, ""));
+    cfg.push_str("\n[reload]\ndebounce = \"100ms\"\n");
+    cfg.push_str(&region("local", 50.0, 8.0, &[&b1], ""));
+    let m = start(cfg, listen, admin).await;
+    assert_eq!(served_for(https, Some("site.test"), &ca).await, v1.der);
+    let generation = m.status()["generation"].as_u64().unwrap();
+
+    // Renewed: a new key and certificate, each written to a temporary file and renamed
+    // over the old one. No SIGHUP, no POST /reload. (Should the watcher see the two
+    // renames apart, the reload in between is refused, the key not fitting, and the next
+    // one applies.)
+    let v2 = ca.leaf(&["site.test"], "v2");
+    replace_by_rename(&paths.1, &v2.key_pem);
+    replace_by_rename(&paths.0, &v2.cert_pem);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while served_for(https, Some("site.test"), &ca).await != v2.der {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate is not served after 15 s:\n{}",
+            m.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = m.status();
+    assert!(s["generation"].as_u64().unwrap() > generation);
+    assert_eq!(s["last_reload"]["trigger"], "file change", "{s}");
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    // Requests over a new connection are served with it.
+    let conn = connect(https, Some("site.test"), &ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(served(&conn), v2.der);
+    let (status, _, body) = get(conn, "site.test", "/").await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// A TLS backend (HTTP/1.1): answers every request with its path, whether the client
 /// presented a certificate, and the `X-Forwarded-Proto` it saw.
 async fn tls_backend(leaf: &Leaf, client_ca: Option<&Ca>) -> SocketAddr {
