@@ -236,7 +236,8 @@ pub struct Region {
 pub struct Backend {
     /// The backend's address: static, or a DNS name resolved at run time.
     pub address: BackendAddress,
-    /// Relative weight, >= 1 (every address a name resolves to gets it).
+    /// Relative weight, >= 1. Every address a host name resolves to gets it; an SRV
+    /// target gets it times the record's weight (capped at 1000).
     pub weight: u32,
 }
 

@@ -39,6 +39,9 @@ pub enum Balancer {
 
 /// Points per unit of weight on the hash ring.
 const RING_POINTS_PER_WEIGHT: u32 = 40;
+/// Upper bound of a region's hash ring (16 bytes a point): with many heavy members the
+/// points per unit of weight shrink proportionally, keeping every member at least one.
+const MAX_RING_POINTS: u64 = 1 << 18;
 /// Upper bound of the unrolled weighted sequence.
 const MAX_SEQUENCE: u64 = 8192;
 
@@ -97,9 +100,22 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 fn hash_ring(members: &[Member]) -> Vec<(u64, u16)> {
-    let mut ring = Vec::new();
+    let wanted: u64 = members
+        .iter()
+        .map(|m| u64::from(m.weight) * u64::from(RING_POINTS_PER_WEIGHT))
+        .sum();
+    let points = |weight: u32| -> u32 {
+        let full = u64::from(weight) * u64::from(RING_POINTS_PER_WEIGHT);
+        let scaled = if wanted > MAX_RING_POINTS {
+            full * MAX_RING_POINTS / wanted
+        } else {
+            full
+        };
+        u32::try_from(scaled.max(1)).unwrap_or(u32::MAX)
+    };
+    let mut ring = Vec::with_capacity(wanted.min(MAX_RING_POINTS + members.len() as u64) as usize);
     for (i, m) in members.iter().enumerate() {
-        for p in 0..m.weight.saturating_mul(RING_POINTS_PER_WEIGHT) {
+        for p in 0..points(m.weight) {
             let key = format!("{}#{p}", m.state.addr);
             ring.push((fnv1a(key.as_bytes()), i as u16));
         }
@@ -383,5 +399,21 @@ mod tests {
         }
         assert_eq!(spread.len(), 4);
         assert!(spread.values().all(|&v| v > 50), "{spread:?}");
+    }
+
+    #[test]
+    fn a_huge_ring_is_scaled_down_keeping_every_member_and_the_proportions() {
+        let mut weights = vec![1000u32; 3000];
+        weights[0] = 1;
+        let members = members(&weights);
+        let ring = hash_ring(&members);
+        assert!(
+            ring.len() as u64 <= MAX_RING_POINTS + 3000,
+            "{}",
+            ring.len()
+        );
+        let count = |m: u16| ring.iter().filter(|(_, i)| *i == m).count();
+        assert_eq!(count(0), 1, "a light member keeps one point");
+        assert!((80..=90).contains(&count(1)), "{}", count(1));
     }
 }

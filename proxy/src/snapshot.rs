@@ -21,6 +21,10 @@ use crate::pick::{Balancer, Member};
 use crate::route::{CountryTable, RegionList};
 use crate::tls::{TlsError, UpstreamPeerTls};
 
+/// Backends (addresses) a region may have, DNS expansions included: member indices are
+/// `u16` on the request path, and the config allows 10,000 configured entries.
+pub const MAX_REGION_MEMBERS: usize = 10_000;
+
 /// Up to this many regions, failover counters are kept in a (from, to) table; beyond, the
 /// (rare) failover looks its label up.
 pub const FAILOVER_TABLE_MAX_REGIONS: usize = 128;
@@ -218,9 +222,17 @@ impl Snapshot {
             .map(|(r, tls)| {
                 let mut members: Vec<Member> = Vec::with_capacity(r.backends.len());
                 let mut ids = std::collections::HashSet::new();
+                let mut capped = false;
                 for b in &r.backends {
                     let weight = b.weight.max(1);
                     let mut add = |addr: SocketAddr, host: Option<&Arc<str>>, weight: u32| {
+                        if members.len() >= MAX_REGION_MEMBERS {
+                            if !capped {
+                                capped = true;
+                                tracing::warn!(region = %r.name, limit = MAX_REGION_MEMBERS, "region has more backend addresses than allowed; the rest are left out");
+                            }
+                            return;
+                        }
                         let id = format!("{}/{}", r.name, addr);
                         if !ids.insert(id.clone()) {
                             return; // a name resolving to an address listed already
