@@ -162,6 +162,12 @@ fn joined(values: http::header::GetAll<'_, HeaderValue>, all_or_nothing: bool) -
 impl ProxyHttp for MeridianProxy {
     type CTX = Ctx;
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No modules. Pingora's default adds a response-compression module (disabled, level
+        // 0) that still costs an allocation and a filter call per request; Meridian passes
+        // bodies through as the backends encoded them.
+    }
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             snap: self.inst.snapshot(),
@@ -379,15 +385,17 @@ impl ProxyHttp for MeridianProxy {
                 HeaderValue::from_bytes(&buf[..len])
             };
             if let Ok(value) = value {
-                upstream.insert_header(client::X_FORWARDED_FOR.clone(), value)?;
+                // A `&'static str` name costs no allocation for pingora's case-preserving copy
+                // (a custom `HeaderName` would be copied into a fresh buffer).
+                upstream.insert_header("X-Forwarded-For", value)?;
             }
         }
         let proto = if ctx.tls { HTTPS } else { HTTP };
         if !trusted {
             upstream.remove_header(&client::FORWARDED);
-            upstream.insert_header("x-forwarded-proto", proto)?;
+            upstream.insert_header("X-Forwarded-Proto", proto)?;
         } else if upstream.headers.get("x-forwarded-proto").is_none() {
-            upstream.insert_header("x-forwarded-proto", proto)?;
+            upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
         // Via: every earlier entry (all lines, in order), then this hop with the protocol
         // version the request was received with.
