@@ -9,7 +9,10 @@
 //!
 //! Client IPs: 1,000 addresses spread evenly over the IPv4 space (fixed seed) plus 24 IPv6
 //! addresses from well-known allocations. One criterion iteration is ONE decision; the
-//! addresses are cycled through.
+//! addresses are cycled through, so after the first pass the locator answers from its
+//! per-network cache (repeat clients, the common case in real traffic). The `-cold` case
+//! cycles through 262,144 addresses in distinct /24 networks instead, 16 times the cache's
+//! slots, so nearly every decision walks the database's search tree and decodes a record.
 //!
 //! Before timing, the bench counts heap allocations of every decision over all addresses
 //! with `allocation-counter` (which installs a counting global allocator in this binary)
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use meridian::client;
 use meridian::health::Health;
 use meridian::instance::Instance;
 use meridian::pick::{self, PickInput};
@@ -149,11 +153,15 @@ fn client_ips() -> Vec<IpAddr> {
     ips
 }
 
-/// One routing decision, as `service.rs` makes it: locate, plan, then pick in the first
-/// region that has an eligible backend. Returns (region, member).
+/// One routing decision, as `service.rs` makes it: who is the client (a direct peer, no
+/// forwarding headers), locate, plan, then pick in the first region that has an eligible
+/// backend. Returns (region, member).
 #[inline(never)]
-fn decide(snap: &Snapshot, ip: IpAddr, now: Instant) -> Option<(u16, usize)> {
-    let location = snap.locator.lookup(ip);
+fn decide(snap: &Snapshot, peer: IpAddr, now: Instant) -> Option<(u16, usize)> {
+    static NO_HEADERS: std::sync::LazyLock<http::HeaderMap> =
+        std::sync::LazyLock::new(http::HeaderMap::new);
+    let client = client::resolve(peer, &NO_HEADERS, &snap.trusted_proxies);
+    let location = snap.locator.lookup(client.ip);
     let plan = route::plan(snap, location.as_ref());
     let tau = snap.config.latency.decay;
     for &ri in &plan.regions {
@@ -217,6 +225,14 @@ fn routing(c: &mut Criterion) {
     for (name, snap) in &cases {
         count_allocations(name, snap, &ips);
     }
+    // Distinct /24 networks, far more than the locator's cache holds.
+    let cold_ips: Vec<IpAddr> = (0..1u32 << 18)
+        .map(|i| {
+            IpAddr::V4(Ipv4Addr::from(
+                ((i.wrapping_mul(0x9e37_79b1) & 0xff_ffff) << 8) | 1,
+            ))
+        })
+        .collect();
     if std::env::var_os("ROUTING_ALLOC_ONLY").is_some() {
         return;
     }
@@ -230,6 +246,13 @@ fn routing(c: &mut Criterion) {
             b.iter(|| {
                 k = (k + 1) % ips.len();
                 decide(snap, black_box(ips[k]), now)
+            })
+        });
+        let mut k = 0usize;
+        group.bench_function(format!("{name}-cold"), |b| {
+            b.iter(|| {
+                k = (k + 1) % cold_ips.len();
+                decide(snap, black_box(cold_ips[k]), now)
             })
         });
     }

@@ -19,6 +19,7 @@
 //! The built-in data is DB-IP's, under CC BY 4.0: show [`DBIP_ATTRIBUTION`] (also in
 //! [`DatabaseInfo::attribution`]) wherever results are displayed or the data is shipped.
 
+mod cache;
 mod centroids;
 mod locator;
 mod record;

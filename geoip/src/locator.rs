@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ipnet::{IpNet, Ipv4Net};
 use maxminddb::{MaxMindDbError, Mmap, Reader};
 
+use crate::cache::NetCache;
 use crate::centroids::country_info;
 use crate::record::Record;
 use crate::types::{Coordinates, CountryCode, Location, LocationSource};
@@ -81,7 +82,9 @@ enum Db {
 
 /// Client IP → [`Location`]: overrides first, then a MaxMind DB database.
 ///
-/// Built once and shared (it is `Send + Sync`); [`Locator::lookup`] does not allocate.
+/// Built once and shared (it is `Send + Sync`); [`Locator::lookup`] does not allocate and
+/// takes no lock. Country-level answers are cached per /24 (IPv4) and /48 (IPv6) network
+/// when the database's network for the address is at least that wide.
 /// Overrides are scanned linearly, longest prefix first: meant for tens to hundreds of rules.
 pub struct Locator {
     db: Db,
@@ -93,6 +96,8 @@ pub struct Locator {
     /// IPv6 overrides, likewise.
     overrides_v6: Vec<Override>,
     info: DatabaseInfo,
+    /// Database answers by client network (see [`NetCache`]).
+    cache: NetCache,
 }
 
 impl Locator {
@@ -165,6 +170,7 @@ impl Locator {
             overrides_v4,
             overrides_v6,
             info,
+            cache: NetCache::new(),
         })
     }
 
@@ -192,18 +198,25 @@ impl Locator {
         if ip.is_ipv6() && !self.ipv6_db {
             return None;
         }
-        let record = match &self.db {
-            Db::Static(reader) => reader.lookup::<Record<'_>>(ip),
-            Db::Mapped(reader) => reader.lookup::<Record<'_>>(ip),
+        if let Some(answer) = self.cache.get(ip) {
+            return answer;
+        }
+        let found = match &self.db {
+            Db::Static(reader) => reader.lookup_prefix::<Record<'_>>(ip),
+            Db::Mapped(reader) => reader.lookup_prefix::<Record<'_>>(ip),
         };
-        // Errors only come from a damaged tree or record: treat as unknown.
-        let (country, continent, coordinates) = record.ok()??.resolve()?;
-        Some(Location {
-            country,
-            continent,
-            coordinates,
-            source: LocationSource::Database,
-        })
+        // Errors only come from a damaged tree or record: treat as unknown (not cached).
+        let (record, prefix_len) = found.ok()?;
+        let answer = record
+            .and_then(|r| r.resolve())
+            .map(|(country, continent, coordinates)| Location {
+                country,
+                continent,
+                coordinates,
+                source: LocationSource::Database,
+            });
+        self.cache.put(ip, prefix_len, answer.as_ref());
+        answer
     }
 
     /// What database this locator reads.

@@ -108,3 +108,38 @@ fn distance_between_located_clients() {
     let km = great_circle_km(at("80.128.0.1"), at("8.8.8.8"));
     assert!((7000.0..8500.0).contains(&km), "{km}");
 }
+
+#[test]
+fn cached_answers_match_fresh_lookups_across_each_network() {
+    // One locator answers pairs of addresses in the same /24 (or /48), the second usually
+    // from its cache; a fresh locator per address is the reference.
+    let warm = builtin();
+    let mut x: u32 = 0x2545_f491;
+    let mut compared = 0;
+    for _ in 0..3000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let a = std::net::Ipv4Addr::from(x);
+        let b = std::net::Ipv4Addr::from((x & !0xff) | (x.rotate_left(7) & 0xff));
+        let _ = warm.lookup(a.into());
+        let cached = warm.lookup(b.into());
+        assert_eq!(cached, builtin().lookup(b.into()), "{a} then {b}");
+        compared += 1;
+    }
+    for net in [
+        "2a00:1450:4001",
+        "2001:4860:4860",
+        "2c0f:f248:0",
+        "2400:cb00:2048",
+    ] {
+        for host in ["::1", "::ffff", ":8000::1"] {
+            let a: std::net::IpAddr = format!("{net}::2").parse().unwrap();
+            let b: std::net::IpAddr = format!("{net}{host}").parse().unwrap();
+            let _ = warm.lookup(a);
+            assert_eq!(warm.lookup(b), builtin().lookup(b), "{a} then {b}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 3012);
+}

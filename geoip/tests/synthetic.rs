@@ -184,6 +184,45 @@ fn flat_country_only_ipv4_database() {
 }
 
 #[test]
+fn networks_narrower_than_the_cache_key_are_answered_per_address() {
+    // Two halves of one /24 in different countries, a /48 split likewise, and a city
+    // record with its own coordinates: the per-network cache must not answer for the
+    // other half, nor hand out the first client's coordinates to the next.
+    let db = TempDb::build(
+        "split",
+        "split networks",
+        false,
+        vec![
+            ("203.0.113.0/25", map([("country_code", s("FR"))])),
+            ("203.0.113.128/25", map([("country_code", s("DE"))])),
+            ("2001:db8:1::/49", map([("country_code", s("JP"))])),
+            ("2001:db8:1:8000::/49", map([("country_code", s("KR"))])),
+            (
+                "198.51.100.0/24",
+                map([
+                    ("country_code", s("FR")),
+                    ("latitude", Value::from(48.85f32)),
+                    ("longitude", Value::from(2.35f32)),
+                ]),
+            ),
+            ("192.0.2.0/24", map([("country_code", s("IT"))])),
+        ],
+    );
+    let locator = Locator::open(db.path(), Vec::new()).expect("open");
+    let country = |a: &str| locator.lookup(ip(a)).map(|l| l.country.to_string());
+    for _ in 0..3 {
+        assert_eq!(country("203.0.113.1").as_deref(), Some("FR"));
+        assert_eq!(country("203.0.113.200").as_deref(), Some("DE"));
+        assert_eq!(country("2001:db8:1::1").as_deref(), Some("JP"));
+        assert_eq!(country("2001:db8:1:ffff::1").as_deref(), Some("KR"));
+        assert_eq!(country("192.0.2.1").as_deref(), Some("IT"));
+        assert_eq!(country("192.0.2.254").as_deref(), Some("IT"));
+        let paris = locator.lookup(ip("198.51.100.7")).expect("city record");
+        assert!(close(paris.coordinates.expect("coordinates"), 48.85, 2.35));
+    }
+}
+
+#[test]
 fn bogus_values_read_as_absent() {
     let records = vec![
         // Three-letter code: no usable country.

@@ -65,7 +65,7 @@ struct Precomputed {
     /// The steering result.
     plan: Plan,
     /// Distance-based RTT (µs) from the client to each region, by region index.
-    rtt_us: Vec<f32>,
+    rtt_us: Vec<u32>,
 }
 
 fn slot(c: meridian_geoip::CountryCode) -> usize {
@@ -76,10 +76,10 @@ fn slot(c: meridian_geoip::CountryCode) -> usize {
 impl CountryTable {
     /// Precomputes every country of the built-in centroid table for `snap`.
     pub fn build(snap: &Snapshot) -> CountryTable {
-        let rtts = |from: Coordinates| -> Vec<f32> {
+        let rtts = |from: Coordinates| -> Vec<u32> {
             snap.regions
                 .iter()
-                .map(|r| distance_rtt_us(snap, great_circle_km(from, r.coords)) as f32)
+                .map(|r| micros(distance_rtt_us(snap, great_circle_km(from, r.coords))))
                 .collect()
         };
         let mut countries: Vec<Option<Precomputed>> = (0..26 * 26).map(|_| None).collect();
@@ -138,7 +138,7 @@ pub fn plan(snap: &Snapshot, loc: Option<&Location>) -> Plan {
     if let Some(pre) = snap.country_table.get(loc) {
         let mut plan = pre.plan.clone();
         if rank_it {
-            rank_with(snap, &mut plan.regions, |i| f64::from(pre.rtt_us[i]));
+            rank_with(snap, &mut plan.regions, |i| pre.rtt_us[i]);
         }
         return plan;
     }
@@ -239,47 +239,72 @@ pub fn steer(snap: &Snapshot, loc: Option<&Location>) -> Plan {
 pub fn rank(snap: &Snapshot, client: Option<Coordinates>, list: &mut RegionList) {
     let from = client.unwrap_or(snap.node_coords);
     rank_with(snap, list, |i| {
-        distance_rtt_us(snap, great_circle_km(from, snap.regions[i].coords))
+        micros(distance_rtt_us(
+            snap,
+            great_circle_km(from, snap.regions[i].coords),
+        ))
     });
 }
 
-/// [`rank`] with the distance-based RTT of region `i` given by `rtt_us(i)`.
-fn rank_with(snap: &Snapshot, list: &mut RegionList, rtt_us: impl Fn(usize) -> f64) {
+/// Whole microseconds, saturating (ranking works in integers).
+fn micros(us: f64) -> u32 {
+    us.clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// [`rank`] with the distance-based RTT (µs) of region `i` given by `rtt_us(i)`.
+///
+/// Integer arithmetic, and no list is built in the common case: a first pass finds the
+/// best cost and measurement among usable candidates, a second one checks whether any
+/// candidate is degraded or unusable; only then are they partitioned.
+fn rank_with(snap: &Snapshot, list: &mut RegionList, rtt_us: impl Fn(usize) -> u32) {
     /// One candidate's score.
     #[derive(Clone, Copy)]
     struct Scored {
-        cost: f64,
-        measured: f64,
+        cost: u64,
+        measured: u64,
         usable: bool,
         region: u16,
     }
     if list.len() < 2 {
         return;
     }
-    let tolerance = snap.config.latency.tolerance.as_secs_f64() * 1e6;
-    let mut scored: SmallVec<[Scored; INLINE_REGIONS]> = SmallVec::new();
-    let (mut best_cost, mut best_measured) = (f64::INFINITY, f64::INFINITY);
-    for &i in list.iter() {
+    let score = |i: u16| {
         let r = &snap.regions[usize::from(i)];
-        let measured = f64::from(r.state.measured_us());
-        let s = Scored {
-            cost: rtt_us(usize::from(i)) + measured,
+        let measured = u64::from(r.state.measured_us());
+        Scored {
+            cost: u64::from(rtt_us(usize::from(i))) + measured,
             measured,
             usable: r.state.usable() > 0,
             region: i,
-        };
+        }
+    };
+    let tolerance = snap
+        .config
+        .latency
+        .tolerance
+        .as_micros()
+        .min(u128::from(u32::MAX)) as u64;
+    let (mut best_cost, mut best_measured) = (u64::MAX, u64::MAX);
+    for &i in list.iter() {
+        let s = score(i);
         if s.usable {
             best_cost = best_cost.min(s.cost);
             best_measured = best_measured.min(s.measured);
         }
-        scored.push(s);
     }
-    let degraded =
-        |s: &Scored| s.cost > best_cost + tolerance && s.measured > best_measured + tolerance;
+    let (cost_limit, measured_limit) = (
+        best_cost.saturating_add(tolerance),
+        best_measured.saturating_add(tolerance),
+    );
+    let degraded = |s: &Scored| s.cost > cost_limit && s.measured > measured_limit;
     // Usually every candidate is usable and none degraded: the steering order stands.
-    if scored.iter().all(|s| s.usable && !degraded(s)) {
+    if list.iter().all(|&i| {
+        let s = score(i);
+        s.usable && !degraded(&s)
+    }) {
         return;
     }
+    let scored: SmallVec<[Scored; INLINE_REGIONS]> = list.iter().map(|&i| score(i)).collect();
     // A stable three-way partition: kept (steering order), degraded (by cost), unusable.
     let mut out = 0;
     for s in scored.iter().filter(|s| s.usable && !degraded(s)) {
@@ -291,7 +316,7 @@ fn rank_with(snap: &Snapshot, list: &mut RegionList, rtt_us: impl Fn(usize) -> f
         .filter(|s| s.usable && degraded(s))
         .copied()
         .collect();
-    demoted.sort_by(|a, b| a.cost.total_cmp(&b.cost));
+    demoted.sort_by_key(|s| s.cost);
     for s in demoted.iter().chain(scored.iter().filter(|s| !s.usable)) {
         list[out] = s.region;
         out += 1;
