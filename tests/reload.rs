@@ -9,10 +9,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::load::Load;
 use common::*;
 use meridian_demo_backend::Backend;
 
@@ -35,73 +34,6 @@ fn weighted(
     }
     cfg.push_str("]\n");
     cfg
-}
-
-/// Bounded background load; counts failures (non-200 or transport errors).
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl Load {
-    fn start(url: String, workers: usize, limit: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers {
-            let (url, stop, ok, failed, errors) = (
-                url.clone(),
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                errors.clone(),
-            );
-            tasks.spawn(async move {
-                let c = client();
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
-                    let outcome = match c.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => Ok(()),
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(format!("{e:?}")),
-                    };
-                    match outcome {
-                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            errors.lock().unwrap().push(e);
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            });
-        }
-        Load {
-            stop,
-            ok,
-            failed,
-            errors,
-            tasks,
-        }
-    }
-
-    /// Stops the load; returns (ok, failed) and prints the first failures.
-    async fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        while self.tasks.join_next().await.is_some() {}
-        for e in self.errors.lock().unwrap().iter().take(5) {
-            eprintln!("failed request: {e}");
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
 }
 
 fn generation(m: &Meridian) -> u64 {
@@ -508,49 +440,4 @@ async fn listener_changes_are_refused_as_needing_an_upgrade() {
     assert_eq!(s["last_reload"]["result"], "needs_upgrade");
     assert_eq!(s["regions"][0]["backends"][0]["weight"], 1);
     assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_graceful_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
-    let a = backend("a", "local").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let mut m = start(weighted(listen, admin, &[(&a, 1)], ""), listen, admin).await;
-    let old_pid = m.pid();
-    let load = Load::start(m.url("/"), 4, Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The new process waits for the sockets; SIGQUIT makes the old one send them.
-    let mut old = tokio::task::block_in_place(|| m.spawn(true)).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let quit = std::process::Command::new("kill")
-        .args(["-QUIT", &old_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(quit.success());
-    // The new process is serving (status answers from it: a fresh start time) and the old
-    // one exits after draining.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = old.try_wait() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "old process did not exit:\n{}",
-            m.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, failed) = load.finish().await;
-    assert!(ok > 100, "load ran: {ok}");
-    assert_eq!(
-        failed,
-        0,
-        "{failed} requests failed during the upgrade:\n{}",
-        m.log()
-    );
-    // The new process answers on the same addresses.
-    tokio::task::block_in_place(|| m.wait_ready(Duration::from_secs(10)));
-    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
-    assert_ne!(m.pid(), old_pid);
 }

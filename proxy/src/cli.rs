@@ -145,6 +145,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let relaunch = crate::upgrade::Relaunch::current(&upgrade_sock);
             let opts = ProcessOptions {
                 upgrade,
                 upgrade_sock,
@@ -152,7 +153,15 @@ pub fn main() -> ExitCode {
                 grace_period_secs: grace_period,
             };
             tracing::info!(config = %config.display(), version = env!("CARGO_PKG_VERSION"), "meridian starting");
-            server::build(inst, &opts).run_forever();
+            // `build` returns once the listening sockets are held (after the handover in an
+            // upgrade): from here on the PID file names this process.
+            let server = server::build(inst, &opts);
+            let pid_file = crate::upgrade::PidFile::write(&opts.pid_file);
+            server.run(pingora::server::RunArgs {
+                shutdown_signal: Box::new(crate::upgrade::Signals::new(relaunch)),
+            });
+            drop(pid_file);
+            ExitCode::SUCCESS
         }
     }
 }

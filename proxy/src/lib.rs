@@ -32,3 +32,4 @@ pub mod service;
 pub mod snapshot;
 pub mod systemd;
 pub mod tls;
+pub mod upgrade;

@@ -119,6 +119,8 @@ impl Readiness {
 #[async_trait]
 impl BackgroundService for Readiness {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Services start once the listening sockets are held (inherited in an upgrade).
+        crate::upgrade::announce_main_pid();
         let started = Instant::now();
         let pending = listeners(&self.inst.snapshot().config);
         let mut pending: Vec<_> = pending.into_iter().collect();

@@ -19,6 +19,12 @@ pub fn notify_ready() {
     send(&[NotifyState::Ready, NotifyState::Status("serving")]);
 }
 
+/// Tells systemd that `pid` is now the service's main process (a graceful upgrade;
+/// needs `NotifyAccess=all`, as the new process is not the main one yet when it says so).
+pub fn notify_main_pid(pid: u32) {
+    send(&[NotifyState::MainPid(pid)]);
+}
+
 /// Tells systemd the service is stopping (graceful upgrade or termination).
 pub fn notify_stopping() {
     send(&[NotifyState::Stopping]);

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,6 +62,8 @@ pub struct Meridian {
     pub listen: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// Extra environment of the processes started (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Standard top of a test config: node, listeners, fast health checks.
@@ -109,6 +113,16 @@ impl Meridian {
     /// Like [`Meridian::start`], but only waits for `/healthz` (the first probe round),
     /// not for every backend to be up.
     pub fn start_ready(config: &str, listen: SocketAddr, admin: SocketAddr) -> Meridian {
+        Meridian::start_with_env(config, listen, admin, Vec::new())
+    }
+
+    /// Like [`Meridian::start_ready`], with extra environment variables.
+    pub fn start_with_env(
+        config: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        env: Vec<(String, String)>,
+    ) -> Meridian {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("meridian.toml");
         std::fs::write(&path, config).expect("write config");
@@ -118,6 +132,7 @@ impl Meridian {
             dir,
             listen,
             admin,
+            env,
         };
         m.spawn(false);
         m.wait_ready(Duration::from_secs(30));
@@ -170,6 +185,7 @@ impl Meridian {
             .arg(self.dir.path().join("upgrade.sock"))
             .arg("--grace-period")
             .arg("2")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log);
@@ -184,6 +200,13 @@ impl Meridian {
         let _ = old.kill();
         let _ = old.wait();
         None
+    }
+
+    /// Whether the current process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// The process ID of the current process.
