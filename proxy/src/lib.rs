@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod discovery;
+pub mod forwarding;
 pub mod health;
 pub mod instance;
 pub mod latency;

@@ -10,13 +10,12 @@
 //! - `upstream_response_filter`: latency sample, outlier outcome.
 //! - `logging`: metrics and the access log line.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, RETRY_AFTER, VIA};
+use http::header::{HeaderValue, RETRY_AFTER};
 use meridian_config::HashKey;
 use meridian_geoip::Location;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -27,6 +26,7 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::client::{self, ClientAddr};
+use crate::forwarding;
 use crate::health::Outcome;
 use crate::instance::Instance;
 use crate::latency::InflightGuard;
@@ -135,27 +135,6 @@ fn hash_key(session: &Session, key: &HashKey, client: Option<IpAddr>) -> Option<
             IpAddr::V6(v6) => fnv1a(&v6.octets()),
         }),
     }
-}
-
-/// The lines of a list-valued header joined with ", ", or `None` when there are none.
-/// With `all_or_nothing`, one line that is not visible ASCII makes the whole list `None`
-/// (a forwarding chain with a hole in it is no chain); otherwise such lines are skipped.
-fn joined(values: http::header::GetAll<'_, HeaderValue>, all_or_nothing: bool) -> Option<String> {
-    let mut out = String::new();
-    for v in values {
-        match v.to_str() {
-            Ok(text) if !text.trim().is_empty() => {
-                if !out.is_empty() {
-                    out.push_str(", ");
-                }
-                out.push_str(text.trim());
-            }
-            Ok(_) => {}
-            Err(_) if all_or_nothing => return None,
-            Err(_) => {}
-        }
-    }
-    (!out.is_empty()).then_some(out)
 }
 
 #[async_trait]
@@ -360,55 +339,17 @@ impl ProxyHttp for MeridianProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        const HTTP: HeaderValue = HeaderValue::from_static("http");
-        const HTTPS: HeaderValue = HeaderValue::from_static("https");
-        let trusted = ctx.client.is_some_and(|c| c.peer_trusted);
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| client::canonical(a.ip()));
-        if let Some(peer) = peer {
-            let value = if trusted && upstream.headers.contains_key(&client::X_FORWARDED_FOR) {
-                // A trusted proxy's chain is kept and this hop's peer appended; a chain that
-                // is not text was ignored by `client::resolve` and is replaced here.
-                let prior = joined(upstream.headers.get_all(&client::X_FORWARDED_FOR), true);
-                match prior {
-                    Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
-                    None => HeaderValue::from_str(&peer.to_string()),
-                }
-            } else {
-                // The common case formats the address on the stack.
-                let mut buf = [0u8; 64];
-                let mut cursor = std::io::Cursor::new(&mut buf[..]);
-                let _ = write!(cursor, "{peer}");
-                let len = cursor.position() as usize;
-                HeaderValue::from_bytes(&buf[..len])
-            };
-            if let Ok(value) = value {
-                // A `&'static str` name costs no allocation for pingora's case-preserving copy
-                // (a custom `HeaderName` would be copied into a fresh buffer).
-                upstream.insert_header("X-Forwarded-For", value)?;
-            }
-        }
-        let proto = if ctx.tls { HTTPS } else { HTTP };
-        if !trusted {
-            upstream.remove_header(&client::FORWARDED);
-            upstream.insert_header("X-Forwarded-Proto", proto)?;
-        } else if upstream.headers.get("x-forwarded-proto").is_none() {
-            upstream.insert_header("X-Forwarded-Proto", proto)?;
-        }
-        // Via: every earlier entry (all lines, in order), then this hop with the protocol
-        // version the request was received with.
-        let ours = ctx.snap.via_for(session.req_header().version);
-        let via = match joined(upstream.headers.get_all(VIA), false) {
-            Some(prior) => {
-                HeaderValue::from_str(&format!("{prior}, {}", ours.to_str().unwrap_or("")))
-                    .unwrap_or_else(|_| ours.clone())
-            }
-            None => ours.clone(),
+        let hop = forwarding::Hop {
+            peer,
+            peer_trusted: ctx.client.is_some_and(|c| c.peer_trusted),
+            tls: ctx.tls,
+            via: ctx.snap.via_for(session.req_header().version),
         };
-        upstream.insert_header(VIA, via)?;
-        Ok(())
+        forwarding::apply(upstream, &hop)
     }
 
     async fn request_body_filter(
