@@ -318,6 +318,8 @@ pub(crate) struct OutlierFile {
 pub(crate) struct RetryFile {
     pub attempts: Option<S<i64>>,
     pub retry_after: Option<S<String>>,
+    pub budget_percent: Option<S<i64>>,
+    pub min_per_second: Option<S<i64>>,
 }
 
 /// `[reload]`

@@ -442,6 +442,11 @@ pub struct Retry {
     pub attempts: u32,
     /// `Retry-After` seconds sent with a 503 when no region can serve.
     pub retry_after: Duration,
+    /// Retries allowed across all requests, as a percentage of requests (the retry budget:
+    /// an outage must not multiply the load on what is left).
+    pub budget_percent: u32,
+    /// Retries per second always allowed, whatever the budget (low traffic still retries).
+    pub min_per_second: u32,
 }
 
 /// Hot reload settings.

@@ -112,6 +112,8 @@ fn minimal_file_gets_all_defaults() {
         retry: Retry {
             attempts: 2,
             retry_after: Duration::from_secs(5),
+            budget_percent: 20,
+            min_per_second: 10,
         },
         reload: Reload {
             watch: true,
@@ -235,6 +237,8 @@ panic_threshold = 40
 [retry]
 attempts = 0
 retry_after = "10s"
+budget_percent = 50
+min_per_second = 3
 
 [reload]
 watch = false
@@ -405,7 +409,9 @@ fn full_file_maps_every_key() {
         c.retry,
         Retry {
             attempts: 0,
-            retry_after: Duration::from_secs(10)
+            retry_after: Duration::from_secs(10),
+            budget_percent: 50,
+            min_per_second: 3,
         }
     );
     assert_eq!(

@@ -407,9 +407,27 @@ fn retry(cx: &mut Cx<'_>, file: &file::RetryFile) -> Retry {
             Min::AtLeast(Duration::from_secs(1)),
         )
         .unwrap_or(default);
+    let budget_percent = cx
+        .int(
+            file.budget_percent.as_ref(),
+            "retry.budget_percent",
+            20,
+            0..=100,
+        )
+        .unwrap_or(20);
+    let min_per_second = cx
+        .int(
+            file.min_per_second.as_ref(),
+            "retry.min_per_second",
+            10,
+            0..=100_000,
+        )
+        .unwrap_or(10);
     Retry {
         attempts: u32::try_from(attempts).unwrap_or(2),
         retry_after,
+        budget_percent: u32::try_from(budget_percent).unwrap_or(20),
+        min_per_second: u32::try_from(min_per_second).unwrap_or(10),
     }
 }
 

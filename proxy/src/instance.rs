@@ -58,6 +58,8 @@ pub struct Instance {
     pub certs: Vec<Arc<CertResolver>>,
     /// Resolved backend DNS names.
     pub dns: crate::discovery::DnsState,
+    /// Retries left across all requests (survives reloads).
+    pub retry_budget: crate::budget::RetryBudget,
 }
 
 /// Errors building the GeoIP locator or the TLS state of a config.
@@ -132,6 +134,7 @@ impl Instance {
             reload_lock: Mutex::new(()),
             certs,
             dns: crate::discovery::DnsState::default(),
+            retry_budget: crate::budget::RetryBudget::default(),
         }))
     }
 

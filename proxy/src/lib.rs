@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod demo;

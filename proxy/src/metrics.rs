@@ -32,6 +32,8 @@ pub struct Metrics {
     pub no_backend: IntCounter,
     /// Requests whose client-address headers were malformed (treated as absent).
     pub bad_client_header: IntCounter,
+    /// Retries the retry budget refused.
+    pub retries_refused: IntCounter,
     reloads: IntCounterVec,
     /// The generation of the routing snapshot in use.
     pub config_generation: IntGauge,
@@ -157,6 +159,14 @@ impl Metrics {
                 IntCounter::new(
                     "meridian_client_header_invalid_total",
                     "Malformed X-Forwarded-For/Forwarded headers from trusted peers",
+                )
+                .expect("valid metric definition"),
+            ),
+            retries_refused: register(
+                r,
+                IntCounter::new(
+                    "meridian_retries_refused_total",
+                    "Retries refused by the retry budget (retry.budget_percent, retry.min_per_second)",
                 )
                 .expect("valid metric definition"),
             ),

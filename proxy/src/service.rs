@@ -110,9 +110,29 @@ impl Ctx {
         }
     }
 
-    /// Whether another attempt fits in the retry budget.
-    fn may_retry(&self) -> bool {
+    /// Whether another attempt is within `retry.attempts` for this request.
+    fn attempts_left(&self) -> bool {
         (self.tried.len() as u32) <= self.snap.config.retry.attempts
+    }
+}
+
+impl MeridianProxy {
+    /// Whether the request may be retried: attempts left for it, and a retry left in the
+    /// instance's budget (see [`crate::budget`]); a refusal by the budget is counted.
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        if !ctx.attempts_left() {
+            return false;
+        }
+        let retry = &ctx.snap.config.retry;
+        if self
+            .inst
+            .retry_budget
+            .withdraw(Instant::now(), retry.min_per_second)
+        {
+            return true;
+        }
+        self.inst.metrics.retries_refused.inc();
+        false
     }
 }
 
@@ -148,9 +168,15 @@ impl ProxyHttp for MeridianProxy {
     }
 
     fn new_ctx(&self) -> Ctx {
+        let snap = self.inst.snapshot();
+        let start = Instant::now();
+        let retry = &snap.config.retry;
+        self.inst
+            .retry_budget
+            .deposit(start, retry.budget_percent, retry.min_per_second);
         Ctx {
-            snap: self.inst.snapshot(),
-            start: Instant::now(),
+            snap,
+            start,
             client: None,
             location: None,
             plan: Plan::default(),
@@ -276,7 +302,7 @@ impl ProxyHttp for MeridianProxy {
         ctx.record_outcome(Outcome::Failure);
         ctx.inflight = None;
         // Nothing was sent: a retry elsewhere is safe for any method.
-        if ctx.may_retry() {
+        if self.may_retry(ctx) {
             if let Some(a) = ctx.current {
                 ctx.snap.regions[usize::from(a.region)]
                     .state
@@ -319,7 +345,7 @@ impl ProxyHttp for MeridianProxy {
         let safe = (session.req_header().method.is_idempotent() || unsent)
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        let retry = safe && ctx.may_retry();
+        let retry = safe && self.may_retry(ctx);
         if retry {
             if let Some(a) = ctx.current {
                 ctx.snap.regions[usize::from(a.region)]
