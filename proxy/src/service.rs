@@ -6,7 +6,8 @@
 //! - `upstream_peer`: pick a usable backend in the first region that has one (`pick`).
 //! - `fail_to_connect` / `error_while_proxy`: record the failure (outlier detection) and
 //!   decide whether a retry is safe; pingora then calls `upstream_peer` again.
-//! - `upstream_request_filter`: forwarding headers (`X-Forwarded-*`, `Via`).
+//! - `upstream_request_filter`: forwarding headers (`forwarding`).
+//! - `request_body_filter`: notes that body bytes went out (retry safety).
 //! - `upstream_response_filter`: latency sample, outlier outcome.
 //! - `logging`: metrics and the access log line.
 
