@@ -354,9 +354,7 @@ async fn a_geoip_database_replaced_by_rename_moves_clients_without_a_reload_requ
 
     // geoipupdate's way: the new database is written next to the old one and renamed over
     // it. The network now sits in Japan. No SIGHUP, no POST /reload.
-    let tmp = dir.path().join("country.mmdb.tmp");
-    std::fs::write(&tmp, db_bytes(&[("198.51.100.0/24", "JP")])).unwrap();
-    std::fs::rename(&tmp, &db).unwrap();
+    replace_by_rename(&db, db_bytes(&[("198.51.100.0/24", "JP")]));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let seen = route().await;
@@ -375,11 +373,8 @@ async fn a_geoip_database_replaced_by_rename_moves_clients_without_a_reload_requ
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let s = m.status();
-    assert!(s["generation"].as_u64().unwrap() > generation);
-    assert_eq!(s["last_reload"]["trigger"], "file change", "{s}");
-    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
-    assert_eq!(s["geoip"]["database"], db.display().to_string());
+    assert_reloaded_by_file_change(&m, generation);
+    assert_eq!(m.status()["geoip"]["database"], db.display().to_string());
     // It stays: the next requests go to Japan's region too.
     let before = (eu.hits(), ap.hits());
     for _ in 0..10 {

@@ -345,14 +345,6 @@ async fn reload_serves_a_renewed_certificate_and_keeps_the_old_one_if_broken() {
     assert_eq!(m.status()["last_reload"]["result"], "invalid");
 }
 
-/// Replaces `path` the way ACME clients and geoipupdate do: a temporary file in the same
-/// directory, renamed over it.
-fn replace_by_rename(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_certificate_renewed_by_rename_is_served_without_a_reload_request() {
     let ca = Ca::new("Meridian test CA");
@@ -385,10 +377,7 @@ async fn a_certificate_renewed_by_rename_is_served_without_a_reload_request() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let s = m.status();
-    assert!(s["generation"].as_u64().unwrap() > generation);
-    assert_eq!(s["last_reload"]["trigger"], "file change", "{s}");
-    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    assert_reloaded_by_file_change(&m, generation);
     // Requests over a new connection are served with it.
     let conn = connect(https, Some("site.test"), &ca, &[b"http/1.1"])
         .await

@@ -305,6 +305,26 @@ impl Drop for Meridian {
     }
 }
 
+/// Replaces `path` the way editors, ACME clients and geoipupdate do: a temporary file in
+/// the same directory, renamed over it.
+pub fn replace_by_rename(path: &Path, contents: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).expect("write the replacement");
+    std::fs::rename(&tmp, path).expect("rename it over the file");
+}
+
+/// Asserts that `/status` shows a successful reload triggered by a file change, past
+/// `generation`.
+pub fn assert_reloaded_by_file_change(m: &Meridian, generation: u64) {
+    let s = m.status();
+    assert!(
+        s["generation"].as_u64().expect("generation") > generation,
+        "{s}"
+    );
+    assert_eq!(s["last_reload"]["trigger"], "file change", "{s}");
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+}
+
 /// A tiny blocking HTTP/1.1 GET (admin endpoints): status and body.
 pub fn blocking_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     blocking_request(addr, "GET", path, &[], b"")
