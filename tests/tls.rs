@@ -531,3 +531,59 @@ async fn upstream_tls_is_verified_against_the_configured_ca() {
     assert_eq!(r.status(), 200);
     assert!(m.log().contains("insecure_skip_verify"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_ca_applies_to_pooled_upstream_connections_too() {
+    // A kept-alive upstream connection was verified against the CA of its time. After a
+    // reload that trusts another CA, it must not be reused: the next request makes a new
+    // handshake, which this backend's certificate fails.
+    let server_ca = Ca::new("backend CA");
+    let other_ca = Ca::new("someone else's CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), server_ca.pem()).unwrap();
+    std::fs::write(dir.path().join("other-ca.pem"), other_ca.pem()).unwrap();
+    let b = tls_backend(&server_ca.leaf(&["backend.test"], "backend"), None).await;
+
+    let (listen, admin) = (free_addr(), free_addr());
+    let tls = format!(
+        "sni = \"backend.test\"\nca_file = \"{}\"",
+        dir.path().join("ca.pem").display()
+    );
+    // One worker thread: pingora hands a pooled connection from one thread to another only
+    // when its idle watcher has let go of it in time, so with two threads the reuse this
+    // test is about would happen only some of the time.
+    let mut cfg = header("local", listen, admin).replace("threads = 2", "threads = 1");
+    cfg.push_str(&tls_region(
+        b,
+        &tls,
+        "[regions.local.health_check]\nkind = \"tcp\"",
+    ));
+    let m = start(cfg, listen, admin).await;
+    let c = client();
+    for _ in 0..3 {
+        let r = c.get(m.url("/pooled")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "tls backend /pooled");
+    }
+    // Let the last connection settle in pingora's pool (it is put back asynchronously).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let text = std::fs::read_to_string(&m.config)
+        .unwrap()
+        .replace("ca.pem", "other-ca.pem");
+    m.write_config(&text);
+    let m = blocking(move || {
+        let (code, body) = m.reload();
+        assert_eq!(code, 200, "{body}");
+        m
+    })
+    .await;
+    for _ in 0..3 {
+        let r = c.get(m.url("/pooled")).send().await.unwrap();
+        assert!(
+            [502, 503].contains(&r.status().as_u16()),
+            "a connection verified against the old CA was reused: {}",
+            r.status()
+        );
+    }
+}

@@ -274,6 +274,7 @@ impl ProxyHttp for MeridianProxy {
                         peer.options.verify_hostname = tls.verify;
                         peer.options.ca = tls.ca.clone();
                         peer.client_cert_key = tls.client_cert.clone();
+                        peer.group_key = tls.pool_key;
                         peer
                     }
                 };

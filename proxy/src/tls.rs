@@ -145,6 +145,11 @@ pub struct UpstreamPeerTls {
     pub verify: bool,
     /// The same trust as a rustls client config, for TLS health probes.
     pub probe_config: Arc<ClientConfig>,
+    /// Keeps pooled upstream connections apart by trust anchor (`HttpPeer::group_key`):
+    /// pingora's reuse hash covers SNI, client certificate and verification flags but not
+    /// the CA, so without it a connection verified against one CA would be reused after a
+    /// reload to another, or by a region that trusts a different CA.
+    pub pool_key: u64,
 }
 
 impl std::fmt::Debug for UpstreamPeerTls {
@@ -210,6 +215,14 @@ impl UpstreamPeerTls {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let ca = (!settings.ca.is_empty())
             .then(|| settings.ca.iter().map(wrap).collect::<Vec<_>>().into());
+        let pool_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            for cert in &settings.ca {
+                cert.as_ref().hash(&mut h);
+            }
+            h.finish()
+        };
         let client_cert = settings.client_cert.as_ref().map(|c| {
             Arc::new(CertKey::new(
                 c.chain.iter().map(|d| d.to_vec()).collect(),
@@ -222,6 +235,7 @@ impl UpstreamPeerTls {
             client_cert,
             verify: !settings.insecure_skip_verify,
             probe_config: Arc::new(config),
+            pool_key,
         })
     }
 
