@@ -197,6 +197,28 @@ fn next_refresh(result: &Result<Answer, DiscoveryError>, dns: &Dns) -> Duration 
     }
 }
 
+/// Whether to (re)build the resolver before starting the names that are due: when there
+/// are names and none was built yet or the `[dns]` settings changed — or when the last build
+/// failed (say `/etc/resolv.conf` was missing at boot) and a name is due again, so a system
+/// configuration that appears later is picked up within `min_ttl`, not at the next reload.
+fn needs_resolver<R, E>(
+    current: &Option<(Dns, Result<R, E>)>,
+    dns: &Dns,
+    wanted: &BTreeSet<BackendAddress>,
+    due: &HashMap<BackendAddress, Instant>,
+    now: Instant,
+) -> bool {
+    if wanted.is_empty() {
+        return false;
+    }
+    match current {
+        None => true,
+        Some((built_for, _)) if built_for != dns => true,
+        Some((_, Ok(_))) => false,
+        Some((_, Err(_))) => wanted.iter().any(|n| due.get(n).is_none_or(|t| *t <= now)),
+    }
+}
+
 /// The background service that resolves backend names and swaps snapshots on change.
 pub struct Discovery {
     inst: Arc<Instance>,
@@ -298,7 +320,7 @@ impl BackgroundService for Discovery {
             due.retain(|k, _| wanted.contains(k));
             running.names.retain(|_, n| wanted.contains(n));
             let dns = &snap.config.dns;
-            if !wanted.is_empty() && current.as_ref().is_none_or(|(d, _)| d != dns) {
+            if needs_resolver(&current, dns, &wanted, &due, Instant::now()) {
                 let built = resolver(dns).map_err(|e| e.to_string());
                 if let Err(e) = &built {
                     tracing::error!(error = %e, "cannot build the DNS resolver");
@@ -412,6 +434,47 @@ mod tests {
         let partial = answer(S(60), vec!["dead.example: NXDOMAIN".into()]);
         assert_eq!(next_refresh(&Ok(partial), &dns), S(5));
         assert_eq!(next_refresh(&Err(DiscoveryError::NoAddresses), &dns), S(5));
+    }
+
+    #[test]
+    fn a_resolver_that_failed_to_build_is_rebuilt_when_a_name_is_due() {
+        let dns = Dns {
+            nameservers: vec![],
+            min_ttl: S(5),
+            max_ttl: S(300),
+            timeout: S(2),
+        };
+        let name = BackendAddress::Srv("_http._tcp.x.example".into());
+        let wanted: BTreeSet<_> = [name.clone()].into();
+        let now = Instant::now();
+        let mut due = HashMap::new();
+        let built: Option<(Dns, Result<(), ()>)> = Some((dns.clone(), Ok(())));
+        let failed: Option<(Dns, Result<(), ()>)> = Some((dns.clone(), Err(())));
+
+        assert!(needs_resolver::<(), ()>(&None, &dns, &wanted, &due, now));
+        assert!(!needs_resolver::<(), ()>(
+            &None,
+            &dns,
+            &BTreeSet::new(),
+            &due,
+            now
+        ));
+        assert!(!needs_resolver(&built, &dns, &wanted, &due, now));
+        let other = Dns {
+            min_ttl: S(1),
+            ..dns.clone()
+        };
+        assert!(
+            needs_resolver(&built, &other, &wanted, &due, now),
+            "settings changed"
+        );
+
+        // Failed: retried once the name is due again (a never-tried name is due).
+        assert!(needs_resolver(&failed, &dns, &wanted, &due, now));
+        due.insert(name.clone(), now + S(5));
+        assert!(!needs_resolver(&failed, &dns, &wanted, &due, now));
+        assert!(needs_resolver(&failed, &dns, &wanted, &due, now + S(5)));
+        assert!(!needs_resolver(&built, &dns, &wanted, &due, now + S(5)));
     }
 
     fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
