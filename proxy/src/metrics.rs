@@ -1,6 +1,8 @@
 //! Prometheus metrics. Label handles are resolved once, when a backend or region is created,
 //! so the request path only bumps pre-resolved counters: no label lookup, no formatting.
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -34,12 +36,28 @@ pub struct Metrics {
     pub bad_client_header: IntCounter,
     /// Retries the retry budget refused.
     pub retries_refused: IntCounter,
+    /// Pooled upstream connections lost to pingora's hand-over race (process-wide).
+    pub pool_reuse_lost: IntCounter,
     reloads: IntCounterVec,
     /// The generation of the routing snapshot in use.
     pub config_generation: IntGauge,
     dns_resolutions: IntCounterVec,
     dns_addresses: IntGaugeVec,
     dns_failing: IntGaugeVec,
+}
+
+/// Pooled upstream connections pingora could not take over (see `logging`): one counter
+/// per process, since the log records it comes from are process-wide.
+#[allow(clippy::expect_used)] // a constant metric definition, checked by the tests
+pub fn pool_reuse_lost() -> &'static IntCounter {
+    static COUNTER: OnceLock<IntCounter> = OnceLock::new();
+    COUNTER.get_or_init(|| {
+        IntCounter::new(
+            "meridian_upstream_pool_reuse_lost_total",
+            "Pooled upstream connections pingora could not hand over to a request (its \"failed to acquire reusable stream\"); the request opened a new connection",
+        )
+        .expect("valid metric definition")
+    })
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
@@ -162,6 +180,7 @@ impl Metrics {
                 )
                 .expect("valid metric definition"),
             ),
+            pool_reuse_lost: register(r, pool_reuse_lost().clone()),
             retries_refused: register(
                 r,
                 IntCounter::new(
@@ -363,6 +382,10 @@ mod tests {
         assert!(text.contains(r#"meridian_failovers_total{from="us-east",to="eu-west"} 1"#));
         assert!(
             text.contains(r#"meridian_client_requests_total{continent="EU",region="eu-west"} 1"#)
+        );
+        assert!(
+            text.contains("\nmeridian_upstream_pool_reuse_lost_total "),
+            "the process-wide counter is in every instance's registry"
         );
         m.forget_backend("eu-west", "127.0.0.1:1");
         let text = String::from_utf8(m.encode()).unwrap();
