@@ -175,6 +175,7 @@ fn decide(snap: &Snapshot, peer: IpAddr, now: Instant) -> Option<(u16, usize)> {
             tried: &tried,
             panic: false,
             allow_unknown: false,
+            max_tier: region.state.active_tier(),
         };
         if let Some(mi) = pick::pick(
             &region.balancer,

@@ -86,6 +86,7 @@ fn decide(snap: &Snapshot, peer: IpAddr, headers: &HeaderMap, hash: Option<u64>)
             tried: &tried,
             panic: false,
             allow_unknown: false,
+            max_tier: region.state.active_tier(),
         };
         pick::pick(
             &region.balancer,

@@ -233,6 +233,7 @@ pub(crate) struct BackendFile {
     pub address: Option<S<String>>,
     pub srv: Option<S<String>>,
     pub weight: Option<S<i64>>,
+    pub backup: Option<bool>,
 }
 
 /// `[dns]`

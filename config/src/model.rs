@@ -239,6 +239,9 @@ pub struct Backend {
     /// Relative weight, >= 1. Every address a host name resolves to gets it; an SRV
     /// target gets it times the record's weight (capped at 1000).
     pub weight: u32,
+    /// A backup: used only while none of the region's primary backends is usable (an SRV
+    /// name's higher-priority groups are backups of its lower ones in the same way).
+    pub backup: bool,
 }
 
 /// Where a backend is.

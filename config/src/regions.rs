@@ -440,6 +440,7 @@ fn backends(
             out.push(Backend {
                 address,
                 weight: u32::try_from(weight).unwrap_or(1),
+                backup: file.backup.unwrap_or(false),
             });
         }
     }

@@ -76,6 +76,7 @@ fn minimal_file_gets_all_defaults() {
             backends: vec![Backend {
                 address: BackendAddress::Static(addr("127.0.0.1:8080")),
                 weight: 1,
+                backup: false,
             }],
             balance: Balance::P2cPeakEwma,
             health: default_health(),
@@ -303,11 +304,13 @@ fn full_file_maps_every_key() {
         vec![
             Backend {
                 address: BackendAddress::Static(addr("10.0.1.10:8080")),
-                weight: 2
+                weight: 2,
+                backup: false,
             },
             Backend {
                 address: BackendAddress::Static(addr("10.0.1.11:8080")),
-                weight: 1
+                weight: 1,
+                backup: false,
             },
         ]
     );
@@ -484,4 +487,16 @@ fn type_errors_name_the_path() {
         errors.to_string(),
         "m.toml:2:47: regions.a.backends[0].weight = \"2\": invalid type: string \"2\", expected an integer"
     );
+}
+
+#[test]
+fn backup_backends_are_marked() {
+    let text = "[node]\nregion = \"a\"\n[regions.a]\nlatitude = 1.0\nlongitude = 2.0\nbackends = [\n  { address = \"10.0.0.1:80\" },\n  { address = \"10.0.0.2:80\", backup = true },\n  { srv = \"_http._tcp.b.example\", backup = false },\n]\n";
+    let config = parse(text, "m.toml", None).unwrap();
+    let backup: Vec<bool> = config.regions[0]
+        .backends
+        .iter()
+        .map(|b| b.backup)
+        .collect();
+    assert_eq!(backup, [false, true, false]);
 }

@@ -2,9 +2,11 @@
 //! DNS SRV name are resolved with hickory-resolver (A and AAAA; SRV targets too) and
 //! re-resolved when their records expire (`dns.min_ttl` ≤ TTL ≤ `dns.max_ttl`).
 //!
-//! SRV names follow RFC 2782 as a load balancer needs it: only the targets of the lowest
-//! priority value that has an address are used (higher values are backups, used while no
-//! preferred target resolves), and each target's SRV weight becomes its addresses' weight.
+//! SRV names follow RFC 2782 as a load balancer needs it: every target becomes backends,
+//! but a higher priority value is a backup *tier*, used only while no backend of a lower
+//! one is usable — it stands in when the preferred targets fail their health checks, not
+//! only when they stop resolving ([`crate::pick`]); each target's SRV weight becomes its
+//! addresses' weight.
 //! A target that does not resolve is skipped and reported; the name fails only when no
 //! target of any priority resolves.
 //!
@@ -479,6 +481,7 @@ mod tests {
 
     fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
         Resolved {
+            tier: 0,
             addr: SocketAddr::from(([127, 0, 0, last], port)),
             host: "h".into(),
             weight,

@@ -20,6 +20,9 @@ pub struct Member {
     pub state: Arc<BackendState>,
     /// Weight from the config.
     pub weight: u32,
+    /// Preference tier: 0 for primaries; 1 for `backup = true`; an SRV name's priority
+    /// groups add their rank. A tier is used only while no lower one has a usable member.
+    pub tier: u8,
 }
 
 /// The precomputed form of a region's balancing algorithm.
@@ -140,12 +143,18 @@ pub struct PickInput<'a> {
     /// (a fresh process, e.g. during a graceful upgrade, serves before its first probe
     /// round; a dead one costs a retry, not an error).
     pub allow_unknown: bool,
+    /// The highest tier that may be picked: the region's lowest tier with a usable member
+    /// ([`crate::snapshot::RegionState::active_tier`]); `u8::MAX` for every tier. When none
+    /// of those is eligible, [`pick`] widens to every tier by itself (a primary that fell
+    /// since the last measurement, or one this request already tried).
+    pub max_tier: u8,
 }
 
 impl PickInput<'_> {
     fn eligible(&self, members: &[Member], i: usize) -> bool {
         let s = &members[i].state;
-        !self.tried.contains(&(i as u16))
+        members[i].tier <= self.max_tier
+            && !self.tried.contains(&(i as u16))
             && (self.panic
                 || s.usable(self.now)
                 || (self.allow_unknown
@@ -161,8 +170,31 @@ pub fn panic_mode(threshold: Option<u8>, usable: usize, total: usize) -> bool {
     threshold.is_some_and(|t| usable > 0 && usable * 100 < usize::from(t) * total)
 }
 
-/// Picks a member index, or `None` when no member is eligible.
+/// Picks a member index, or `None` when no member is eligible: first within the tiers up to
+/// `input.max_tier`; if none of those is eligible, within the lowest tier that has an
+/// eligible member.
 pub fn pick(
+    balancer: &Balancer,
+    members: &[Member],
+    cursor: &AtomicUsize,
+    input: &PickInput<'_>,
+) -> Option<usize> {
+    let picked = pick_within(balancer, members, cursor, input);
+    if picked.is_some() || input.max_tier == u8::MAX {
+        return picked;
+    }
+    let mut any_tier = PickInput {
+        max_tier: u8::MAX,
+        ..*input
+    };
+    any_tier.max_tier = (0..members.len())
+        .filter(|&i| members[i].tier > input.max_tier && any_tier.eligible(members, i))
+        .map(|i| members[i].tier)
+        .min()?;
+    pick_within(balancer, members, cursor, &any_tier)
+}
+
+fn pick_within(
     balancer: &Balancer,
     members: &[Member],
     cursor: &AtomicUsize,
@@ -263,6 +295,7 @@ mod tests {
                 Member {
                     state: Arc::new(s),
                     weight: *w,
+                    tier: 0,
                 }
             })
             .collect()
@@ -276,6 +309,7 @@ mod tests {
             tried,
             panic: false,
             allow_unknown: false,
+            max_tier: u8::MAX,
         }
     }
 
@@ -345,6 +379,48 @@ mod tests {
             Some(0),
             "never the down one"
         );
+    }
+
+    #[test]
+    fn backup_tiers_serve_only_while_the_lower_tiers_have_nobody() {
+        for balance in [
+            Balance::P2cPeakEwma,
+            Balance::RoundRobin,
+            Balance::Weighted,
+            Balance::LeastConnections,
+            Balance::ConsistentHash(meridian_config::HashKey::ClientIp),
+        ] {
+            let mut ms = members(&[1, 1, 1, 1]);
+            ms[2].tier = 1;
+            ms[3].tier = 2;
+            let b = Balancer::build(&balance, &ms);
+            let cursor = AtomicUsize::new(0);
+            let at = |max_tier: u8, tried: &[u16], key: u64| {
+                let mut i = input(tried, Some(fnv1a(&key.to_be_bytes())));
+                i.max_tier = max_tier;
+                pick(&b, &ms, &cursor, &i)
+            };
+            for k in 0..50 {
+                assert!(matches!(at(0, &[], k), Some(0 | 1)), "{balance:?}");
+            }
+            // Both primaries tried by this request: the first backup tier, same region.
+            assert_eq!(at(0, &[0, 1], 7), Some(2), "{balance:?}");
+            assert_eq!(at(0, &[0, 1, 2], 7), Some(3), "{balance:?}");
+            // Primaries down since the last measurement: the next tier at once.
+            ms[0].state.health.set(Health::Down);
+            ms[1].state.health.set(Health::Down);
+            for k in 0..50 {
+                assert_eq!(at(0, &[], k), Some(2), "{balance:?}");
+                assert_eq!(at(1, &[], k), Some(2), "{balance:?}");
+            }
+            // A primary is back: with the measurement still at tier 1, both tiers up to it
+            // serve; once it catches up, only the primary.
+            ms[0].state.health.set(Health::Up);
+            for k in 0..50 {
+                assert!(matches!(at(1, &[], k), Some(0 | 2)), "{balance:?}");
+                assert_eq!(at(0, &[], k), Some(0), "{balance:?}");
+            }
+        }
     }
 
     #[test]

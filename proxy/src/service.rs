@@ -247,6 +247,7 @@ impl ProxyHttp for MeridianProxy {
                 tried: &tried,
                 panic,
                 allow_unknown: usable == 0,
+                max_tier: region.state.active_tier(),
             };
             if let Some(mi) = pick::pick(
                 &region.balancer,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +45,9 @@ pub struct RegionState {
     measured_at: AtomicU32,
     /// Usable backends, as of the last measurement tick.
     usable: AtomicU32,
+    /// The lowest backend tier with a usable member as of the last measurement tick;
+    /// `u8::MAX` (every tier) when the region has no tiers or no usable member.
+    active_tier: AtomicU8,
     /// Rotating cursor for round-robin style algorithms.
     pub cursor: AtomicUsize,
 }
@@ -62,6 +65,7 @@ impl RegionState {
             measured_us: AtomicU32::new(0),
             measured_at: AtomicU32::new(0),
             usable: AtomicU32::new(0),
+            active_tier: AtomicU8::new(u8::MAX),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -74,6 +78,11 @@ impl RegionState {
     /// Usable backends as of the last measurement.
     pub fn usable(&self) -> u32 {
         self.usable.load(Ordering::Relaxed)
+    }
+
+    /// The highest backend tier requests may use (see [`crate::pick::PickInput::max_tier`]).
+    pub fn active_tier(&self) -> u8 {
+        self.active_tier.load(Ordering::Relaxed)
     }
 
     /// Sets both values as they are (tests and benchmarks).
@@ -225,7 +234,10 @@ impl Snapshot {
                 let mut capped = false;
                 for b in &r.backends {
                     let weight = b.weight.max(1);
-                    let mut add = |addr: SocketAddr, host: Option<&Arc<str>>, weight: u32| {
+                    let mut add = |addr: SocketAddr,
+                                   host: Option<&Arc<str>>,
+                                   weight: u32,
+                                   tier: u8| {
                         if members.len() >= MAX_REGION_MEMBERS {
                             if !capped {
                                 capped = true;
@@ -244,15 +256,20 @@ impl Snapshot {
                                 Some(h) => BackendState::named(&r.name, addr, h.clone(), metrics),
                             }),
                         };
-                        members.push(Member { state, weight });
+                        members.push(Member {
+                            state,
+                            weight,
+                            tier,
+                        });
                     };
+                    let backup = u8::from(b.backup);
                     match b.address.as_static() {
-                        Some(addr) => add(addr, None, weight),
+                        Some(addr) => add(addr, None, weight, backup),
                         None => {
                             for a in answers.get(&b.address).into_iter().flatten() {
                                 // An SRV record's weight, times the configured one.
                                 let w = weight.saturating_mul(a.weight).min(MAX_WEIGHT);
-                                add(a.addr, Some(&a.host), w);
+                                add(a.addr, Some(&a.host), w, a.tier.saturating_add(backup));
                             }
                         }
                     }
@@ -343,19 +360,34 @@ impl Snapshot {
         let mut all_probed = true;
         for region in &self.regions {
             let mut usable = 0u32;
-            let mut sum = 0f64;
+            // The lowest tier with a usable member, and the latency of that tier's usable
+            // members: the ones requests go to.
+            let mut tier = u8::MAX;
+            let (mut sum, mut in_tier) = (0f64, 0u32);
+            let mut tiered = false;
             for m in &region.members {
                 let s = &m.state;
+                tiered |= m.tier > 0;
                 all_probed &= s.probes() > 0;
                 let up = s.usable(now);
                 s.metrics.up.set(i64::from(up));
                 if up {
                     usable += 1;
-                    sum += f64::from(s.latency.smooth_estimate_us(now, latency.decay));
+                    if m.tier < tier {
+                        (tier, sum, in_tier) = (m.tier, 0.0, 0);
+                    }
+                    if m.tier == tier {
+                        in_tier += 1;
+                        sum += f64::from(s.latency.smooth_estimate_us(now, latency.decay));
+                    }
                 }
             }
-            let measured = if usable > 0 {
-                sum / f64::from(usable)
+            region
+                .state
+                .active_tier
+                .store(if tiered { tier } else { u8::MAX }, Ordering::Relaxed);
+            let measured = if in_tier > 0 {
+                sum / f64::from(in_tier)
             } else {
                 0.0
             };

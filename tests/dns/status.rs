@@ -64,6 +64,23 @@ pub fn backend_count(s: &Value) -> usize {
     s["regions"][0]["backends"].as_array().unwrap().len()
 }
 
+/// The local region's backends as `address → tier`, sorted by address.
+pub fn tiers(s: &Value) -> Vec<(String, u64)> {
+    let mut t: Vec<(String, u64)> = s["regions"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_str().unwrap().to_string(),
+                b["tier"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    t.sort();
+    t
+}
+
 /// The local region's backends as `address → weight`, sorted by address.
 pub fn weights(s: &Value) -> Vec<(String, u64)> {
     let mut w: Vec<(String, u64)> = s["regions"][0]["backends"]

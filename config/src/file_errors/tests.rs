@@ -212,7 +212,7 @@ fn dotted_keys_crlf_and_comments() {
         "\
 m.toml:1:1: threds: unknown key `threds` (hint: did you mean `threads`?)
 m.toml:2:6: node.regoin: unknown key `regoin` (hint: did you mean `region`?)
-m.toml:4:15: regions.a.backends[0].a: unknown key `a` (hint: valid keys are: `address`, `srv`, `weight`)
-m.toml:4:24: regions.a.backends[0].c: unknown key `c` (hint: valid keys are: `address`, `srv`, `weight`)"
+m.toml:4:15: regions.a.backends[0].a: unknown key `a` (hint: valid keys are: `address`, `srv`, `weight`, `backup`)
+m.toml:4:24: regions.a.backends[0].c: unknown key `c` (hint: valid keys are: `address`, `srv`, `weight`, `backup`)"
     );
 }

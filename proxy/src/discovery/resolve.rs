@@ -1,7 +1,10 @@
 //! Resolving one backend name: A and AAAA for a host name; for an SRV name, the SRV
-//! records, grouped by priority (RFC 2782), and the addresses of the targets of the first
-//! group that has any, with their SRV weights. A target that does not resolve is skipped and
-//! reported; the name fails only when no target of any priority resolves.
+//! records, grouped by priority (RFC 2782), and the addresses of every group's targets with
+//! their SRV weights and their group's rank as a *tier*: the region uses a tier only while
+//! no backend of a lower one is usable, so the backups of an SRV name stand in when its
+//! preferred targets fail their health checks, not only when they stop resolving. A target
+//! that does not resolve is skipped and reported; the name fails only when no target of any
+//! priority resolves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +29,9 @@ const PARALLEL_TARGETS: usize = 8;
 /// One address a name resolved to, with the host name it came from (the TLS server name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Resolved {
+    /// The rank of the address's SRV priority group among the name's groups (0: the most
+    /// preferred); 0 for a host name. Comes first, so that addresses sort by preference.
+    pub tier: u8,
     /// The address (the record's port for SRV, the configured port otherwise).
     pub addr: SocketAddr,
     /// The host name: the configured one, or the SRV target.
@@ -151,25 +157,27 @@ fn srv_groups(records: impl IntoIterator<Item = (u16, u16, u16, String)>) -> Vec
         .collect()
 }
 
-/// Sorts and deduplicates `addrs` (an address listed twice, by two SRV records, gets the
-/// sum of their weights, at most [`MAX_WEIGHT`]) and keeps at most `max` of them; returns
-/// how many were dropped.
+/// Sorts (most preferred tier first) and deduplicates `addrs` (an address listed twice in
+/// one tier, by two SRV records, gets the sum of their weights, at most [`MAX_WEIGHT`]; in
+/// two tiers, it belongs to the more preferred one) and keeps at most `max` of them, so
+/// the least preferred are dropped first; returns how many were dropped.
 fn normalize(addrs: &mut Vec<Resolved>, max: usize) -> usize {
-    addrs.sort();
+    addrs.sort_by_key(|a| (a.addr, a.tier));
     addrs.dedup_by(|later, kept| {
         let same = later.addr == kept.addr;
-        if same {
+        if same && later.tier == kept.tier {
             kept.weight = kept.weight.saturating_add(later.weight).min(MAX_WEIGHT);
         }
         same
     });
+    addrs.sort();
     let dropped = addrs.len().saturating_sub(max);
     addrs.truncate(max);
     dropped
 }
 
-/// Resolves the targets of one SRV name: the groups in priority order until one has an
-/// address. Returns the addresses, the earliest expiry and the targets that failed.
+/// Resolves the targets of one SRV name, every priority group, each address tagged with its
+/// group's rank. Returns the addresses, the earliest expiry and the targets that failed.
 async fn resolve_srv(
     resolver: &TokioResolver,
     srv: &str,
@@ -185,7 +193,8 @@ async fn resolve_srv(
     }));
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for group in groups {
+    for (rank, group) in groups.into_iter().enumerate() {
+        let tier = u8::try_from(rank).unwrap_or(u8::MAX);
         let answers: Vec<_> = stream::iter(group)
             .map(|t| async move {
                 let ips = resolver.lookup_ip(fqdn(&t.host)).await;
@@ -200,6 +209,7 @@ async fn resolve_srv(
                     until = until.min(ips.valid_until());
                     let host: Arc<str> = t.host.as_str().into();
                     out.extend(ips.iter().map(|ip| Resolved {
+                        tier,
                         addr: SocketAddr::new(ip, t.port),
                         host: host.clone(),
                         weight: t.weight,
@@ -211,9 +221,6 @@ async fn resolve_srv(
                 )),
                 Err(e) => errors.push(format!("{} (priority {}): {e}", t.host, t.priority)),
             }
-        }
-        if !out.is_empty() {
-            break;
         }
     }
     if out.is_empty() && !errors.is_empty() {
@@ -233,6 +240,7 @@ pub async fn resolve(
         BackendAddress::Static(addr) => {
             return Ok(Answer {
                 addrs: vec![Resolved {
+                    tier: 0,
                     addr: *addr,
                     host: addr.ip().to_string().into(),
                     weight: 1,
@@ -250,6 +258,7 @@ pub async fn resolve(
             let addrs = lookup
                 .iter()
                 .map(|ip| Resolved {
+                    tier: 0,
                     addr: SocketAddr::new(ip, *port),
                     host: host.clone(),
                     weight: 1,
@@ -330,6 +339,7 @@ mod tests {
 
     fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
         Resolved {
+            tier: 0,
             addr: SocketAddr::from(([127, 0, 0, last], port)),
             host: "h".into(),
             weight,
@@ -350,5 +360,24 @@ mod tests {
         assert_eq!(many.len(), 1000);
         assert!(many.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(normalize(&mut many, MAX_ADDRESSES), 0);
+    }
+
+    #[test]
+    fn normalize_keeps_an_address_in_its_most_preferred_tier_and_drops_backups_first() {
+        let tiered = |tier: u8, last: u8, weight: u32| Resolved {
+            tier,
+            ..resolved(last, 80, weight)
+        };
+        let mut a = vec![
+            tiered(1, 1, 5),
+            tiered(0, 9, 1),
+            tiered(0, 1, 2),
+            tiered(1, 2, 1),
+            tiered(0, 1, 3),
+        ];
+        assert_eq!(normalize(&mut a, 10), 0);
+        assert_eq!(a, vec![tiered(0, 1, 5), tiered(0, 9, 1), tiered(1, 2, 1)]);
+        assert_eq!(normalize(&mut a, 2), 1);
+        assert_eq!(a, vec![tiered(0, 1, 5), tiered(0, 9, 1)]);
     }
 }

@@ -1,0 +1,135 @@
+//! Backup backends end to end: `backup = true` backends of a region take no traffic while a
+//! primary is usable, stand in — without a failed request — when every primary dies, and
+//! go idle again once a primary is back (the SRV form of the same tiers is in `dns.rs`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use meridian_demo_backend::Backend;
+
+/// Requests each backend received while `f` ran.
+async fn hits_during<F: std::future::Future<Output = ()>>(backends: &[&Backend], f: F) -> Vec<u64> {
+    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    f.await;
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, h)| b.hits() - h)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backups_serve_only_while_no_primary_is_usable_and_no_request_fails_in_between() {
+    let p1 = backend("p1", "local").await;
+    let p2 = backend("p2", "local").await;
+    let spare = backend("spare", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&format!(
+        "\n[regions.local]\nlatitude = 50.0\nlongitude = 8.0\nbackends = [\n  {{ address = \"{}\" }},\n  {{ address = \"{}\" }},\n  {{ address = \"{}\", backup = true }},\n]\n",
+        p1.addr(),
+        p2.addr(),
+        spare.addr()
+    ));
+    let m = start(cfg, listen, admin).await;
+    let s = m.status();
+    let region = &s["regions"][0];
+    assert_eq!(region["active_tier"], 0, "{s}");
+    let tiers: Vec<u64> = region["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["tier"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tiers, [0, 0, 1], "{s}");
+
+    // A bounded load for the whole test: GETs, 4 at a time, counted by status.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for _ in 0..4 {
+        let (url, stop, ok, failed) = (m.url("/"), stop.clone(), ok.clone(), failed.clone());
+        load.spawn(async move {
+            let c = client();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(60)
+                && n < 50_000
+            {
+                n += 1;
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+
+    // Primaries up: the backup idles.
+    let d = hits_during(
+        &[&p1, &p2, &spare],
+        tokio::time::sleep(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(d[0] + d[1] >= 50, "load ran: {d:?}");
+    assert_eq!(
+        d[2], 0,
+        "the backup takes nothing while primaries are up: {d:?}"
+    );
+
+    // Every primary dies: the backup serves, in the same region, and nobody sees an error
+    // (a request that found a dead primary before its probes did is retried on the backup).
+    p1.kill().await;
+    p2.kill().await;
+    m.wait_backend_health(p1.addr(), "down", Duration::from_secs(20));
+    m.wait_backend_health(p2.addr(), "down", Duration::from_secs(20));
+    let d = hits_during(
+        &[&p1, &p2, &spare],
+        tokio::time::sleep(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(d[2] >= 50, "the backup serves: {d:?}");
+    let s = m.status();
+    assert_eq!(s["regions"][0]["active_tier"], 1, "{s}");
+
+    // A primary is back: once it is usable again (up, and re-admitted if the failed
+    // requests of its death ejected it), traffic returns to it and the backup idles again.
+    p1.revive().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = p1.addr().to_string();
+    loop {
+        let s = m.status();
+        let usable = s["regions"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["address"] == addr.as_str() && b["usable"] == true);
+        if usable {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{addr} never usable again: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // a measurement tick or more
+    let d = hits_during(
+        &[&p1, &p2, &spare],
+        tokio::time::sleep(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(d[0] >= 50, "the primary serves again: {d:?}");
+    assert_eq!(d[2], 0, "the backup is idle again: {d:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 200, "{ok}");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+}
