@@ -6,162 +6,24 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "tls/support.rs"]
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::client::TlsStream;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, as PEM and DER.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Ca { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A leaf for `names` (DNS names or IPs), with `cn` as its common name.
-    fn leaf(&self, names: &[&str], cn: &str) -> Leaf {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        roots
-    }
-}
-
-impl Leaf {
-    /// Writes `NAME.pem` and `NAME.key` into `dir`; returns their paths.
-    fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{name}.pem"));
-        let key = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, &self.cert_pem).unwrap();
-        std::fs::write(&key, &self.key_pem).unwrap();
-        (cert, key)
-    }
-}
-
-/// A TLS connection to `addr` trusting `ca`; without `sni` the IP is the server name
-/// (rustls then sends no SNI).
-async fn connect(
-    addr: SocketAddr,
-    sni: Option<&str>,
-    ca: &Ca,
-    alpn: &[&[u8]],
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(ca.roots())
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let name = match sni {
-        Some(n) => ServerName::try_from(n.to_string()).unwrap(),
-        None => ServerName::IpAddress(addr.ip().into()),
-    };
-    let tcp = TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-}
-
-fn served(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
-}
-
-/// The certificate the listener serves for `sni`.
-async fn served_for(addr: SocketAddr, sni: Option<&str>, ca: &Ca) -> CertificateDer<'static> {
-    let s = tokio::time::timeout(
-        Duration::from_secs(10),
-        connect(addr, sni, ca, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    served(&s)
-}
-
-/// A response: status, headers, body.
-type Reply = (u16, http::HeaderMap, String);
-
-/// One HTTP/1.1 or h2 GET over an established TLS stream.
-async fn get(stream: TlsStream<TcpStream>, authority: &str, path: &str) -> Reply {
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(stream);
-    let req = http::Request::get(format!("https://{authority}{path}"))
-        .header(http::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = if h2 {
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = req;
-        req.headers_mut().remove(http::header::HOST);
-        tx.send_request(req).await.unwrap()
-    } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        let (mut parts, body) = req.into_parts();
-        parts.uri = path.parse().unwrap();
-        tx.send_request(http::Request::from_parts(parts, body))
-            .await
-            .unwrap()
-    };
-    assert_eq!(resp.version() == http::Version::HTTP_2, h2);
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        String::from_utf8_lossy(&body).to_string(),
-    )
-}
+use rustls::pki_types::PrivateKeyDer;
+use rustls::ServerConfig;
+use support::*;
+use tokio::net::TcpListener;
 
 /// The `[listeners]` part of a config with one HTTPS listener.
 fn listeners(
@@ -586,4 +448,55 @@ async fn a_new_ca_applies_to_pooled_upstream_connections_too() {
             r.status()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_https_listener_with_proxy_protocol_reads_the_header_before_the_handshake() {
+    let ca = Ca::new("Meridian test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = ca.leaf(&["api.example.test"], "api");
+    let certs = cert_entry(&leaf.write(dir.path(), "api"), ", default = true");
+    let b1 = backend("b1", "local").await;
+    let (listen, admin, https) = (free_addr(), free_addr(), free_addr());
+    let mut cfg = listeners(listen, admin, https, "", &certs).replace(
+        &format!("address = \"{https}\"\n"),
+        &format!("address = \"{https}\"\nproxy_protocol = true\n"),
+    );
+    cfg.push_str("\n[client]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+    cfg.push_str(&region("local", 50.0, 8.0, &[&b1], ""));
+    let m = start(cfg, listen, admin).await;
+
+    // A v1 and a v2 header from the trusted balancer, then TLS (HTTP/1.1 and h2 by ALPN):
+    // the client is the header's source, and the request is an HTTPS one.
+    let v1 = b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 443\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 203, 0, 113, 9, 127, 0, 0, 1, 0x9c, 0x40, 1, 187,
+    ]);
+    for (preamble, client_ip) in [(&v1, "198.51.100.7"), (&v2, "203.0.113.9")] {
+        for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+            let s = connect_after(https, preamble, Some("api.example.test"), &ca, &[alpn])
+                .await
+                .unwrap();
+            assert_eq!(s.get_ref().1.alpn_protocol(), Some(alpn));
+            let (status, headers, body) = get(s, "api.example.test", "/echo").await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(headers["x-echo-h-x-forwarded-for"], client_ip);
+            assert_eq!(headers["x-echo-h-x-forwarded-proto"], "https");
+        }
+    }
+
+    // A client that starts the handshake at once is no PROXY header: closed and counted.
+    let before = metric(&m.metrics(), "meridian_client_header_invalid_total");
+    assert!(connect(https, Some("api.example.test"), &ca, &[])
+        .await
+        .is_err());
+    assert_eq!(
+        metric(&m.metrics(), "meridian_client_header_invalid_total"),
+        before + 1.0
+    );
+    // The plain HTTP listener (no PROXY protocol there) is unaffected.
+    let r = client().get(m.url("/echo")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-echo-h-x-forwarded-for"], "127.0.0.1");
 }

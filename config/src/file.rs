@@ -129,6 +129,7 @@ pub(crate) struct ListenersFile {
 pub(crate) struct HttpsFile {
     pub address: Option<S<String>>,
     pub certificates: Option<S<Vec<S<CertificateFile>>>>,
+    pub proxy_protocol: Option<bool>,
 }
 
 /// One entry of `certificates`.

@@ -88,7 +88,8 @@ pub struct Listeners {
     /// The admin listener (`/metrics`, `/status`, `/healthz`, `/reload`).
     pub admin: SocketAddr,
     /// Whether every connection on the HTTP listeners starts with a PROXY protocol (v1 or
-    /// v2) header; it is honoured from `client.trusted_proxies` only.
+    /// v2) header; it is honoured from `client.trusted_proxies` only. (HTTPS listeners
+    /// have their own switch, [`HttpsListener::proxy_protocol`].)
     pub proxy_protocol: bool,
     /// HTTPS listeners (HTTP/1.1 and h2 by ALPN).
     pub https: Vec<HttpsListener>,
@@ -105,6 +106,10 @@ pub struct HttpsListener {
     pub address: SocketAddr,
     /// Its certificates; exactly one has `default` set.
     pub certificates: Vec<ServerCertificate>,
+    /// Whether every connection starts with a PROXY protocol (v1 or v2) header before the
+    /// TLS handshake (an L4 load balancer in front); honoured from `client.trusted_proxies`
+    /// only.
+    pub proxy_protocol: bool,
 }
 
 /// A certificate chain and key an HTTPS listener serves, read from PEM files.

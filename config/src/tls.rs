@@ -240,6 +240,7 @@ pub(crate) fn https_listeners(
             out.push(HttpsListener {
                 address,
                 certificates,
+                proxy_protocol: file.proxy_protocol.unwrap_or(false),
             });
         }
     }

@@ -1,6 +1,9 @@
 //! PROXY protocol (v1 text and v2 binary) on the HTTP listeners, as HAProxy and cloud load
 //! balancers send it: the header's source address becomes the connection's peer address,
-//! which `client.rs` then treats like any socket peer.
+//! which `client.rs` then treats like any socket peer. On an HTTPS listener that enables it
+//! the header comes first, in the clear, and the TLS handshake follows: the wrapper reads
+//! the header, then does the handshake itself (with the listener's certificate resolver),
+//! as pingora's TLS listener would have.
 //!
 //! The header is honoured only from peers in `client.trusted_proxies`; other peers, and
 //! connections whose header is malformed or slow to arrive, are closed and counted in
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{SocketDigest, Stream};
@@ -29,6 +33,8 @@ const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 const V1_MAX: usize = 107;
 /// How long a client may take to send the header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take over the TLS handshake that follows the header.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a PROXY header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,14 +165,25 @@ async fn read_header(stream: &mut Stream) -> Result<Header, HeaderError> {
 pub struct ProxyProtocol<A> {
     inner: Arc<A>,
     inst: Arc<Instance>,
+    /// For an HTTPS listener: the TLS acceptor the handshake after the header uses.
+    tls: Option<Acceptor>,
 }
 
 impl<A> ProxyProtocol<A> {
-    /// Wraps `inner`.
+    /// Wraps `inner` for plain HTTP listeners.
     pub fn new(inner: A, inst: Arc<Instance>) -> Self {
         ProxyProtocol {
             inner: Arc::new(inner),
             inst,
+            tls: None,
+        }
+    }
+
+    /// Wraps `inner` for an HTTPS listener: after the header, a TLS handshake by `tls`.
+    pub fn with_tls(inner: A, inst: Arc<Instance>, tls: Acceptor) -> Self {
+        ProxyProtocol {
+            tls: Some(tls),
+            ..ProxyProtocol::new(inner, inst)
         }
     }
 }
@@ -211,6 +228,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ProxyProtocol<A> {
                 stream.set_socket_digest(digest);
             }
         }
+        let stream = match &self.tls {
+            None => stream,
+            Some(acceptor) => {
+                // The listener accepts plain TCP connections: the stream is an L4 one.
+                let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
+                    tracing::error!("PROXY protocol over TLS: not a TCP stream");
+                    return None;
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(*l4)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => {
+                        tracing::debug!(?peer, error = %e, "TLS handshake after the PROXY header failed");
+                        return None;
+                    }
+                    Err(_) => return None,
+                }
+            }
+        };
         self.inner.process_new(stream, shutdown).await
     }
 

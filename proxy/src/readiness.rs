@@ -36,7 +36,8 @@ const POLL: Duration = Duration::from_millis(50);
 enum Check {
     /// Plain TCP (HTTP, admin, redirect): a connection is accepted.
     Connect,
-    /// TLS: the address is bound (a bare connection would log a handshake error).
+    /// TLS or PROXY protocol: the address is bound (a bare connection would log a
+    /// handshake error, or count as a malformed PROXY header).
     Bound,
 }
 
@@ -44,8 +45,13 @@ enum Check {
 fn listeners(config: &Config) -> Vec<(String, SocketAddr, Check)> {
     let l = &config.listeners;
     let mut out = Vec::new();
+    let http = if l.proxy_protocol {
+        Check::Bound
+    } else {
+        Check::Connect
+    };
     for (i, a) in l.http.iter().enumerate() {
-        out.push((format!("listeners.http[{i}]"), *a, Check::Connect));
+        out.push((format!("listeners.http[{i}]"), *a, http));
     }
     for (i, h) in l.https.iter().enumerate() {
         out.push((

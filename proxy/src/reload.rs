@@ -41,11 +41,15 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<String> {
     if old.listeners.proxy_protocol != new.listeners.proxy_protocol {
         out.push("listeners.proxy_protocol".to_string());
     }
-    let https = |c: &Config| -> Vec<std::net::SocketAddr> {
-        c.listeners.https.iter().map(|l| l.address).collect()
+    let https = |c: &Config| -> Vec<(std::net::SocketAddr, bool)> {
+        c.listeners
+            .https
+            .iter()
+            .map(|l| (l.address, l.proxy_protocol))
+            .collect()
     };
     if https(old) != https(new) {
-        out.push("listeners.https addresses".to_string());
+        out.push("listeners.https addresses or proxy_protocol".to_string());
     }
     if old.listeners.redirect_http != new.listeners.redirect_http {
         out.push("listeners.redirect_http".to_string());

@@ -116,6 +116,7 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
             proxy.add_listener(plain(addr));
         }
     }
+    let mut plain_https = false;
     for (listener, resolver) in cfg.listeners.https.iter().zip(&inst.certs) {
         // The resolver owns certificate selection; reloads swap its set in place.
         let mut tls = match TlsSettings::intermediate("", "") {
@@ -128,13 +129,22 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
         };
         tls.set_cert_resolver(resolver.clone());
         tls.enable_h2();
-        proxy.add_tls_with_settings(
-            &listener.address.to_string(),
-            Some(sock(&listener.address)),
-            tls,
-        );
+        let addr = &listener.address;
+        if listener.proxy_protocol {
+            // The PROXY header precedes the TLS handshake: a plain TCP listener whose
+            // wrapped app reads the header, then does the handshake with these settings.
+            let mut pp = Service::new(
+                format!("meridian proxy (PROXY protocol, TLS {addr})"),
+                ProxyProtocol::with_tls(new_app(), inst.clone(), tls.build()),
+            );
+            pp.add_listener(ListenerConfig::tcp(addr.to_string()).tcp_socket_options(sock(addr)));
+            server.add_service(pp);
+        } else {
+            plain_https = true;
+            proxy.add_tls_with_settings(&addr.to_string(), Some(sock(addr)), tls);
+        }
     }
-    if !cfg.listeners.proxy_protocol || !cfg.listeners.https.is_empty() {
+    if (!cfg.listeners.proxy_protocol && !cfg.listeners.http.is_empty()) || plain_https {
         server.add_service(proxy);
     }
 

@@ -156,3 +156,20 @@ m.toml:14:7: regions.a.tls.sni = \"*.test\": sni must be a concrete name, not a 
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn proxy_protocol_is_per_https_listener_and_off_by_default() {
+    let dir = scratch("proxy-protocol");
+    certificate(&dir, "cert", &["a.example.com"], "a");
+    let text = config("[\"a.example.com\"]");
+    let config = parse(&text, "m.toml", Some(&dir)).unwrap();
+    assert!(!config.listeners.https[0].proxy_protocol);
+    let text = text.replace(
+        "address = \"127.0.0.1:8443\"\n",
+        "address = \"127.0.0.1:8443\"\nproxy_protocol = true\n",
+    );
+    let config = parse(&text, "m.toml", Some(&dir)).unwrap();
+    assert!(config.listeners.https[0].proxy_protocol);
+    assert!(!config.listeners.proxy_protocol, "the http listeners' own switch");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
