@@ -384,16 +384,14 @@ async fn metrics_and_status_reflect_traffic() {
     for _ in 0..3 {
         c.get(m.url("/status/502")).send().await.unwrap();
     }
-    let text = m.metrics();
     let base = format!("meridian_requests_total{{backend=\"{}\",class=", b1.addr());
-    assert_eq!(
-        metric(&text, &format!("{base}\"2xx\",region=\"local\"}}")),
-        7.0
+    let (ok, bad) = (
+        format!("{base}\"2xx\",region=\"local\"}}"),
+        format!("{base}\"5xx\",region=\"local\"}}"),
     );
-    assert_eq!(
-        metric(&text, &format!("{base}\"5xx\",region=\"local\"}}")),
-        3.0
-    );
+    let text = m.metrics_when(&[(&ok, 7.0), (&bad, 3.0)]);
+    assert_eq!(metric(&text, &ok), 7.0);
+    assert_eq!(metric(&text, &bad), 3.0);
     assert_eq!(
         metric(
             &text,

@@ -244,6 +244,24 @@ impl Meridian {
         serde_json::from_str(&body).expect("status JSON")
     }
 
+    /// The metrics text once every `(series, at_least)` has reached its value, or after
+    /// 10 s (the caller's assertions then say what is missing). Request counters are
+    /// bumped in pingora's logging phase, just after the client has its response, so a
+    /// read right after the last response can be a moment early.
+    pub fn metrics_when(&self, wanted: &[(&str, f64)]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics();
+            let reached = wanted
+                .iter()
+                .all(|(series, want)| metric_value(&text, series).is_some_and(|v| v >= *want));
+            if reached || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `GET /metrics` text.
     pub fn metrics(&self) -> String {
         blocking_get(self.admin, "/metrics").expect("metrics").1
@@ -375,24 +393,27 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A metric's value from the text exposition (exact series match), if the series is there.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 /// A metric's value from the text exposition (exact series match). Panics when the
 /// series is not there at all, so a renamed metric or label fails the test instead of
 /// reading as 0.
 pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or_else(|| {
-            let family = series.split('{').next().unwrap_or(series);
-            let seen: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
-            panic!(
-                "no series {series} in the metrics; {family} has:\n{}",
-                seen.join("\n")
-            )
-        })
+    metric_value(text, series).unwrap_or_else(|| {
+        let family = series.split('{').next().unwrap_or(series);
+        let seen: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
+        panic!(
+            "no series {series} in the metrics; {family} has:\n{}",
+            seen.join("\n")
+        )
+    })
 }
 
 /// Starts Meridian from an async test without blocking the runtime's workers.

@@ -170,6 +170,9 @@ fn proxy_protocol_is_per_https_listener_and_off_by_default() {
     );
     let config = parse(&text, "m.toml", Some(&dir)).unwrap();
     assert!(config.listeners.https[0].proxy_protocol);
-    assert!(!config.listeners.proxy_protocol, "the http listeners' own switch");
+    assert!(
+        !config.listeners.proxy_protocol,
+        "the http listeners' own switch"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
