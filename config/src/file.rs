@@ -117,7 +117,7 @@ pub(crate) struct NodeFile {
 pub(crate) struct ListenersFile {
     pub http: Option<S<Vec<S<String>>>>,
     pub admin: Option<S<String>>,
-    pub proxy_protocol: Option<bool>,
+    pub proxy_protocol: Option<S<bool>>,
     pub https: Option<S<Vec<S<HttpsFile>>>>,
     pub redirect_http: Option<S<Vec<S<String>>>>,
     pub hsts: Option<S<String>>,
@@ -129,7 +129,7 @@ pub(crate) struct ListenersFile {
 pub(crate) struct HttpsFile {
     pub address: Option<S<String>>,
     pub certificates: Option<S<Vec<S<CertificateFile>>>>,
-    pub proxy_protocol: Option<bool>,
+    pub proxy_protocol: Option<S<bool>>,
 }
 
 /// One entry of `certificates`.

@@ -240,7 +240,7 @@ pub(crate) fn https_listeners(
             out.push(HttpsListener {
                 address,
                 certificates,
-                proxy_protocol: file.proxy_protocol.unwrap_or(false),
+                proxy_protocol: file.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
             });
         }
     }

@@ -49,6 +49,7 @@ pub(crate) fn validate(
     let logging = logging(cx, &file.logging);
     let geoip = routing::geoip(cx, &file.geoip, base_dir);
     let client = routing::client(cx, &file.client);
+    proxy_protocol_needs_trust(cx, file);
     let steering = routing::steering(cx, &file.steering, &file.residency, &names);
     let latency = latency(cx, &file.latency);
     let outlier = outlier(cx, &file.outlier);
@@ -176,6 +177,39 @@ fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
     Node { region, name }
 }
 
+/// A listener with the PROXY protocol honours the header from `client.trusted_proxies`
+/// only and closes every other connection: with none trusted, it would close them all.
+fn proxy_protocol_needs_trust(cx: &mut Cx<'_>, file: &FileConfig) {
+    if !file.client.trusted_proxies.is_empty() {
+        return;
+    }
+    let problem = || {
+        Problem::hinted(
+            "the PROXY protocol is honoured only from client.trusted_proxies, which is empty: every connection would be closed",
+            "add the load balancer's addresses to client.trusted_proxies",
+        )
+    };
+    let listeners = &file.listeners;
+    if let Some(pp) = listeners.proxy_protocol.as_ref().filter(|p| *p.get_ref()) {
+        cx.bad(pp, "listeners.proxy_protocol", problem());
+    }
+    let https = listeners.https.as_ref().map(|l| l.get_ref().as_slice());
+    for (i, entry) in https.unwrap_or_default().iter().enumerate() {
+        if let Some(pp) = entry
+            .get_ref()
+            .proxy_protocol
+            .as_ref()
+            .filter(|p| *p.get_ref())
+        {
+            cx.bad(
+                pp,
+                &format!("listeners.https[{i}].proxy_protocol"),
+                problem(),
+            );
+        }
+    }
+}
+
 fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
     let mut http: Vec<SocketAddr> = Vec::new();
     let https_given = file
@@ -248,7 +282,7 @@ fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
     Listeners {
         http,
         admin,
-        proxy_protocol: file.proxy_protocol.unwrap_or(false),
+        proxy_protocol: file.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
         https,
         redirect_http,
         hsts,

@@ -168,6 +168,13 @@ fn proxy_protocol_is_per_https_listener_and_off_by_default() {
         "address = \"127.0.0.1:8443\"\n",
         "address = \"127.0.0.1:8443\"\nproxy_protocol = true\n",
     );
+    // Nobody is trusted to send the header: every connection would be closed.
+    let errors = parse(&text, "m.toml", Some(&dir)).unwrap_err().to_string();
+    assert!(
+        errors.starts_with("m.toml:3:18: listeners.https[0].proxy_protocol = true: the PROXY protocol is honoured only from client.trusted_proxies"),
+        "{errors}"
+    );
+    let text = format!("{text}\n[client]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
     let config = parse(&text, "m.toml", Some(&dir)).unwrap();
     assert!(config.listeners.https[0].proxy_protocol);
     assert!(
