@@ -145,8 +145,9 @@ pub struct PickInput<'a> {
     pub allow_unknown: bool,
     /// The highest tier that may be picked: the region's lowest tier with a usable member
     /// ([`crate::snapshot::RegionState::active_tier`]); `u8::MAX` for every tier. When none
-    /// of those is eligible, [`pick`] widens to every tier by itself (a primary that fell
-    /// since the last measurement, or one this request already tried).
+    /// of those is eligible, [`pick`] moves on by itself to the lowest tier that has an
+    /// eligible member (a primary that fell since the last measurement, or one this
+    /// request already tried).
     pub max_tier: u8,
 }
 
