@@ -6,23 +6,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::load::Load;
 use common::*;
-use meridian_demo_backend::Backend;
-
-/// Requests each backend received while `f` ran.
-async fn hits_during<F: std::future::Future<Output = ()>>(backends: &[&Backend], f: F) -> Vec<u64> {
-    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
-    f.await;
-    backends
-        .iter()
-        .zip(before)
-        .map(|(b, h)| b.hits() - h)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backups_serve_only_while_no_primary_is_usable_and_no_request_fails_in_between() {
@@ -49,29 +36,8 @@ async fn backups_serve_only_while_no_primary_is_usable_and_no_request_fails_in_b
         .collect();
     assert_eq!(tiers, [0, 0, 1], "{s}");
 
-    // A bounded load for the whole test: GETs, 4 at a time, counted by status.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = tokio::task::JoinSet::new();
-    let started = Instant::now();
-    for _ in 0..4 {
-        let (url, stop, ok, failed) = (m.url("/"), stop.clone(), ok.clone(), failed.clone());
-        load.spawn(async move {
-            let c = client();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed)
-                && started.elapsed() < Duration::from_secs(60)
-                && n < 50_000
-            {
-                n += 1;
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-    }
+    // A bounded load for the whole test: GETs, 4 at a time, failures counted.
+    let load = Load::start(m.url("/"), 4, Duration::from_secs(60));
 
     // Primaries up: the backup idles.
     let d = hits_during(
@@ -127,9 +93,7 @@ async fn backups_serve_only_while_no_primary_is_usable_and_no_request_fails_in_b
     assert!(d[0] >= 50, "the primary serves again: {d:?}");
     assert_eq!(d[2], 0, "the backup is idle again: {d:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.finish().await;
     assert!(ok > 200, "{ok}");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
 }

@@ -213,17 +213,6 @@ async fn a_region_outage_is_invisible_to_clients_and_traffic_returns() {
     }
 }
 
-/// Requests each backend received while `f` ran.
-async fn hits_during<F: std::future::Future<Output = ()>>(backends: &[&Backend], f: F) -> Vec<u64> {
-    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
-    f.await;
-    backends
-        .iter()
-        .zip(before)
-        .map(|(b, h)| b.hits() - h)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_backend_gets_less_traffic_and_its_share_back_once_fast() {
     let fast = backend("fast", "local").await;

@@ -155,17 +155,14 @@ async fn many_reloads_under_load_drop_nothing_and_apply_at_once() {
 
 /// Sends `n` sequential GETs through the proxy; the hits each of `backends` got meanwhile.
 async fn hits_of(m: &Meridian, n: usize, backends: &[&Backend]) -> Vec<u64> {
-    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
     let c = client();
-    for _ in 0..n {
-        let r = c.get(m.url("/")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-    }
-    backends
-        .iter()
-        .zip(before)
-        .map(|(b, h)| b.hits() - h)
-        .collect()
+    hits_during(backends, async {
+        for _ in 0..n {
+            let r = c.get(m.url("/")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

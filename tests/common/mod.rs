@@ -393,6 +393,20 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Requests each backend received while `f` ran.
+pub async fn hits_during<F: std::future::Future<Output = ()>>(
+    backends: &[&Backend],
+    f: F,
+) -> Vec<u64> {
+    let before: Vec<u64> = backends.iter().map(|b| b.hits()).collect();
+    f.await;
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, h)| b.hits() - h)
+        .collect()
+}
+
 /// A metric's value from the text exposition (exact series match), if the series is there.
 fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
