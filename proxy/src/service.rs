@@ -239,7 +239,9 @@ impl ProxyHttp for MeridianProxy {
                 .map(|(_, m)| *m)
                 .collect();
             let usable = region.state.usable() as usize;
-            let panic = pick::panic_mode(panic_threshold, usable, region.members.len());
+            let (tier_usable, tier_members) = region.state.tier_counts();
+            let panic =
+                pick::panic_mode(panic_threshold, tier_usable as usize, tier_members as usize);
             let input = PickInput {
                 now,
                 tau: snap.config.latency.decay,

@@ -48,6 +48,10 @@ pub struct RegionState {
     /// The lowest backend tier with a usable member as of the last measurement tick;
     /// `u8::MAX` (every tier) when the region has no tiers or no usable member.
     active_tier: AtomicU8,
+    /// Usable backends and all backends of the active tier (of the whole region when it
+    /// has no tiers): what the panic threshold compares.
+    tier_usable: AtomicU32,
+    tier_members: AtomicU32,
     /// Rotating cursor for round-robin style algorithms.
     pub cursor: AtomicUsize,
 }
@@ -66,6 +70,8 @@ impl RegionState {
             measured_at: AtomicU32::new(0),
             usable: AtomicU32::new(0),
             active_tier: AtomicU8::new(u8::MAX),
+            tier_usable: AtomicU32::new(0),
+            tier_members: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -83,6 +89,16 @@ impl RegionState {
     /// The highest backend tier requests may use (see [`crate::pick::PickInput::max_tier`]).
     pub fn active_tier(&self) -> u8 {
         self.active_tier.load(Ordering::Relaxed)
+    }
+
+    /// Usable backends and all backends of the tier in use, for the panic threshold
+    /// ([`crate::pick::panic_mode`]): primaries that are down while backups serve do not
+    /// make the region panic and spread requests over them.
+    pub fn tier_counts(&self) -> (u32, u32) {
+        (
+            self.tier_usable.load(Ordering::Relaxed),
+            self.tier_members.load(Ordering::Relaxed),
+        )
     }
 
     /// Sets both values as they are (tests and benchmarks).
@@ -382,10 +398,22 @@ impl Snapshot {
                     }
                 }
             }
-            region
-                .state
+            let state = &region.state;
+            let all = region.members.len();
+            let (tier_usable, tier_members) = if tiered && tier != u8::MAX {
+                let members = region.members.iter().filter(|m| m.tier == tier).count();
+                (in_tier, members)
+            } else {
+                (usable, all)
+            };
+            state
                 .active_tier
                 .store(if tiered { tier } else { u8::MAX }, Ordering::Relaxed);
+            state.tier_usable.store(tier_usable, Ordering::Relaxed);
+            state.tier_members.store(
+                u32::try_from(tier_members).unwrap_or(u32::MAX),
+                Ordering::Relaxed,
+            );
             let measured = if in_tier > 0 {
                 sum / f64::from(in_tier)
             } else {
@@ -465,6 +493,55 @@ mod tests {
         tokio::time::advance(MEASUREMENT_DWELL / 2).await;
         assert!(r.publish_measurement(10_000, 2, now(), 5_000));
         assert_eq!(r.measured_us(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn the_tier_in_use_and_its_counts_follow_health() {
+        use crate::health::Health;
+        let text = "[node]\nregion = \"a\"\n[regions.a]\nlatitude = 1.0\nlongitude = 2.0\nbackends = [\n  { address = \"127.0.0.1:1\" },\n  { address = \"127.0.0.1:2\" },\n  { address = \"127.0.0.1:3\", backup = true },\n]\n[regions.b]\nlatitude = 1.0\nlongitude = 3.0\nbackends = [{ address = \"127.0.0.1:4\" }, { address = \"127.0.0.1:5\" }]\n";
+        let config = meridian_config::parse(text, "t.toml", None).unwrap();
+        let locator = Arc::new(meridian_geoip::Locator::builtin(Vec::new()).unwrap());
+        let metrics = Metrics::new();
+        let snap = Snapshot::build(
+            Arc::new(config),
+            locator,
+            None,
+            &metrics,
+            &Default::default(),
+        )
+        .unwrap();
+        let (a, b) = (&snap.regions[0], &snap.regions[1]);
+        let set = |r: &RegionPool, health: &[Health]| {
+            for (m, h) in r.members.iter().zip(health) {
+                m.state.health.set(*h);
+            }
+        };
+        use Health::{Down, Up};
+        let measured = |r: &RegionPool| {
+            snap.measure(Instant::now());
+            (
+                r.state.active_tier(),
+                r.state.tier_counts(),
+                r.state.usable(),
+            )
+        };
+        set(a, &[Up, Down, Up]);
+        assert_eq!(
+            measured(a),
+            (0, (1, 2), 2),
+            "a primary is up: tier 0, half of it"
+        );
+        set(a, &[Down, Down, Up]);
+        assert_eq!(
+            measured(a),
+            (1, (1, 1), 1),
+            "backups only: tier 1, all of it"
+        );
+        set(a, &[Down, Down, Down]);
+        assert_eq!(measured(a), (u8::MAX, (0, 3), 0), "nobody: every tier");
+        // A region without tiers: the whole region counts.
+        set(b, &[Up, Down]);
+        assert_eq!(measured(b), (u8::MAX, (1, 2), 1));
     }
 
     #[tokio::test(start_paused = true)]
