@@ -40,8 +40,12 @@ pub struct Instance {
     pub config_path: Option<PathBuf>,
     /// Set once every backend has been probed at least once.
     pub probed: AtomicBool,
+    /// Set once the reload triggers are armed: the SIGHUP handler installed and the config,
+    /// certificate and GeoIP files watched (when watching is on). A change made after
+    /// readiness is then never missed.
+    pub triggers_armed: AtomicBool,
     /// Set once the instance is ready: listeners up, first probe round and first DNS
-    /// resolutions done (see [`crate::readiness`]).
+    /// resolutions done, reload triggers armed (see [`crate::readiness`]).
     pub ready: AtomicBool,
     /// Set when the process starts handing over to a new one or shutting down: responses
     /// then carry `Connection: close`, so clients move to fresh connections (served by
@@ -126,6 +130,7 @@ impl Instance {
             metrics,
             config_path,
             probed: AtomicBool::new(false),
+            triggers_armed: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),

@@ -1,6 +1,7 @@
 //! Readiness: an instance is ready — `/healthz` answers 200 and systemd gets `READY=1` —
-//! once every listener accepts connections, every backend has had its first probe and
-//! every backend DNS name its first resolution.
+//! once every listener accepts connections, every backend has had its first probe, every
+//! backend DNS name its first resolution, and the reload triggers are armed (SIGHUP handled,
+//! files watched), so that no config change made after `READY=1` goes unseen.
 //!
 //! Listeners are checked for real, not assumed: pingora binds them on its own service
 //! threads (retrying for a while if an address is taken), so a probe round can finish
@@ -141,6 +142,7 @@ impl BackgroundService for Readiness {
             if pending.is_empty()
                 && self.inst.probed.load(Ordering::Relaxed)
                 && self.inst.dns.first_round_done()
+                && self.inst.triggers_armed.load(Ordering::Relaxed)
             {
                 if !self.inst.ready.swap(true, Ordering::Relaxed) {
                     tracing::info!(

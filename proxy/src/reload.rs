@@ -410,6 +410,9 @@ impl BackgroundService for ReloadTriggers {
         let mut changes = self.inst.subscribe();
         let mut setup = WatchSetup::of(&self.inst);
         let mut _watcher = start_watching(&setup, &tx);
+        self.inst
+            .triggers_armed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
             tokio::select! {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
