@@ -404,8 +404,7 @@ impl BackgroundService for Discovery {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
+    use super::resolve::tests::resolved;
     use super::*;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -477,15 +476,6 @@ mod tests {
         assert!(!needs_resolver(&failed, &dns, &wanted, &due, now));
         assert!(needs_resolver(&failed, &dns, &wanted, &due, now + S(5)));
         assert!(!needs_resolver(&built, &dns, &wanted, &due, now + S(5)));
-    }
-
-    fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
-        Resolved {
-            tier: 0,
-            addr: SocketAddr::from(([127, 0, 0, last], port)),
-            host: "h".into(),
-            weight,
-        }
     }
 
     #[test]

@@ -283,7 +283,7 @@ pub async fn resolve(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -337,7 +337,8 @@ mod tests {
         assert_eq!(groups[1][0].weight, 700);
     }
 
-    fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
+    /// A tier-0 address `127.0.0.LAST:PORT` of host `h` (also used by `discovery.rs`).
+    pub(in crate::discovery) fn resolved(last: u8, port: u16, weight: u32) -> Resolved {
         Resolved {
             tier: 0,
             addr: SocketAddr::from(([127, 0, 0, last], port)),
