@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::load::Load;
 use common::*;
@@ -69,21 +69,9 @@ async fn backups_serve_only_while_no_primary_is_usable_and_no_request_fails_in_b
     // A primary is back: once it is usable again (up, and re-admitted if the failed
     // requests of its death ejected it), traffic returns to it and the backup idles again.
     p1.revive().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = p1.addr().to_string();
-    loop {
-        let s = m.status();
-        let usable = s["regions"][0]["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|b| b["address"] == addr.as_str() && b["usable"] == true);
-        if usable {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{addr} never usable again: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    m.wait_backend(p1.addr(), "usable", Duration::from_secs(30), |b| {
+        b["usable"] == true
+    });
     tokio::time::sleep(Duration::from_millis(300)).await; // a measurement tick or more
     let d = hits_during(
         &[&p1, &p2, &spare],

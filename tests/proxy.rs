@@ -314,11 +314,11 @@ async fn all_backends_down_gives_a_quick_503() {
     // Generous bound for a loaded CI machine: the point is "no hang until a timeout".
     assert!(took < Duration::from_secs(3), "503 took {took:?}");
     // The access-log/metrics hook runs just after the response is written: poll briefly.
-    let deadline = Instant::now() + T;
-    while metric(&m.metrics(), "meridian_no_backend_total") < 1.0 {
-        assert!(Instant::now() < deadline, "no_backend counter never moved");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = m.metrics_when(&[("meridian_no_backend_total", 1.0)]);
+    assert!(
+        metric(&text, "meridian_no_backend_total") >= 1.0,
+        "no_backend counter never moved"
+    );
     // Recovery: a backend comes back, traffic flows again.
     b2.revive().await.unwrap();
     m.wait_backend_health(b2.addr(), "up", T);

@@ -292,6 +292,18 @@ impl Meridian {
 
     /// Waits for the backend's health in `/status` to read `want` (bounded).
     pub fn wait_backend_health(&self, addr: SocketAddr, want: &str, limit: Duration) {
+        self.wait_backend(addr, want, limit, |b| b["health"] == want);
+    }
+
+    /// Waits until the backend's entry in `/status` satisfies `cond`, described by
+    /// `what` (bounded by `limit`).
+    pub fn wait_backend(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+        limit: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) {
         let deadline = Instant::now() + limit;
         loop {
             let s = self.status();
@@ -301,13 +313,13 @@ impl Meridian {
                 .flatten()
                 .flat_map(|r| r["backends"].as_array().into_iter().flatten())
                 .find(|b| b["address"] == addr.to_string())
-                .map(|b| b["health"].as_str().unwrap_or("").to_string());
-            if found.as_deref() == Some(want) {
+                .cloned();
+            if found.as_ref().is_some_and(&cond) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "backend {addr} not {want} after {limit:?}: {found:?}"
+                "backend {addr} not {what} after {limit:?}: {found:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -64,38 +64,31 @@ pub fn backend_count(s: &Value) -> usize {
     s["regions"][0]["backends"].as_array().unwrap().len()
 }
 
-/// The local region's backends as `address → tier`, sorted by address.
-pub fn tiers(s: &Value) -> Vec<(String, u64)> {
-    let mut t: Vec<(String, u64)> = s["regions"][0]["backends"]
+/// The local region's backends as `address → field` (an integer field), sorted by address.
+fn by_address(s: &Value, field: &str) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = s["regions"][0]["backends"]
         .as_array()
         .unwrap()
         .iter()
         .map(|b| {
             (
                 b["address"].as_str().unwrap().to_string(),
-                b["tier"].as_u64().unwrap(),
+                b[field].as_u64().unwrap(),
             )
         })
         .collect();
-    t.sort();
-    t
+    v.sort();
+    v
+}
+
+/// The local region's backends as `address → tier`, sorted by address.
+pub fn tiers(s: &Value) -> Vec<(String, u64)> {
+    by_address(s, "tier")
 }
 
 /// The local region's backends as `address → weight`, sorted by address.
 pub fn weights(s: &Value) -> Vec<(String, u64)> {
-    let mut w: Vec<(String, u64)> = s["regions"][0]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["address"].as_str().unwrap().to_string(),
-                b["weight"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    w.sort();
-    w
+    by_address(s, "weight")
 }
 
 /// The `/status` entry of one DNS name (`Null` if it has none yet).
