@@ -14,7 +14,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meridian::instance::Instance;
+use meridian::Instance;
 use meridian_demo_backend::{Backend, BackendSpec};
 
 const WORKERS: usize = 16;

@@ -1,5 +1,7 @@
-//! The routing decision, end to end: client IP → `Locator::lookup` (the built-in DB-IP
-//! Country Lite database) → `route::plan` → `pick::pick` → a backend.
+//! The routing decision, end to end: client IP → `client::resolve` → `Locator::lookup`
+//! (the built-in DB-IP Country Lite database) → `Snapshot::plan` →
+//! `Snapshot::next_backend` (the one decision the proxy makes for every attempt) → a
+//! backend.
 //!
 //! Two configs, both parsed with `meridian_config::parse` and built into a real `Instance`:
 //! - `3-regions`: us-east / eu-west / ap-southeast, 2 backends each, the default steering
@@ -32,13 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use meridian::client;
-use meridian::health::Health;
-use meridian::instance::Instance;
-use meridian::pick::{self, PickInput};
-use meridian::route;
-use meridian::snapshot::Snapshot;
-use smallvec::SmallVec;
+use meridian::request::client;
+use meridian::{Active, Instance};
+use meridian_routing::{Health, Pick, Tried};
 use tokio::time::Instant;
 
 const THREE_REGIONS: &str = r#"
@@ -109,18 +107,18 @@ fn many_regions(regions: usize, backends: usize) -> String {
 
 /// Builds the instance, marks every backend up and publishes region measurements, as the
 /// prober would after its first rounds.
-fn snapshot(text: &str) -> Arc<Snapshot> {
+fn snapshot(text: &str) -> Arc<Active> {
     let config = meridian_config::parse(text, "bench.toml", None).expect("valid config");
     let inst = Instance::new(config).expect("locator");
-    let snap = inst.snapshot();
-    for (i, r) in snap.regions.iter().enumerate() {
+    let active = inst.active();
+    for (i, r) in active.routing.regions.iter().enumerate() {
         for m in &r.members {
             m.state.health.set(Health::Up);
         }
         r.state
             .publish(500 + (i as u32 * 997) % 20_000, r.members.len() as u32);
     }
-    snap
+    active
 }
 
 /// 1,000 IPv4 addresses spread evenly over the address space (with a fixed jitter) and
@@ -153,44 +151,22 @@ fn client_ips() -> Vec<IpAddr> {
     ips
 }
 
-/// One routing decision, as `service.rs` makes it: who is the client (a direct peer, no
-/// forwarding headers), locate, plan, then pick in the first region that has an eligible
-/// backend. Returns (region, member).
+/// One routing decision, as the proxy makes it: who is the client (a direct peer, no
+/// forwarding headers), locate, plan, then the routing core's `next_backend` (the same
+/// call `upstream_peer` makes).
 #[inline(never)]
-fn decide(snap: &Snapshot, peer: IpAddr, now: Instant) -> Option<(u16, usize)> {
+fn decide(active: &Active, peer: IpAddr, now: Instant) -> Option<Pick> {
     static NO_HEADERS: std::sync::LazyLock<http::HeaderMap> =
         std::sync::LazyLock::new(http::HeaderMap::new);
-    let client = client::resolve(peer, &NO_HEADERS, &snap.trusted_proxies);
+    let snap = &active.routing;
+    let client = client::resolve(peer, &NO_HEADERS, &active.identity.trusted_proxies);
     let location = snap.locator.lookup(client.ip);
-    let plan = route::plan(snap, location.as_ref());
-    let tau = snap.config.latency.decay;
-    for &ri in &plan.regions {
-        let region = &snap.regions[usize::from(ri)];
-        // `upstream_peer` collects the members already tried in this region (none here).
-        let tried: SmallVec<[u16; 4]> = SmallVec::new();
-        let input = PickInput {
-            now,
-            tau,
-            hash: None,
-            tried: &tried,
-            panic: false,
-            allow_unknown: false,
-            max_tier: region.state.active_tier(),
-        };
-        if let Some(mi) = pick::pick(
-            &region.balancer,
-            &region.members,
-            &region.state.cursor,
-            &input,
-        ) {
-            return Some((ri, mi));
-        }
-    }
-    None
+    let plan = snap.plan(location.as_ref());
+    snap.next_backend(&plan, &mut Tried::default(), None, now)
 }
 
 /// Allocations per decision over every address, printed for the report.
-fn count_allocations(name: &str, snap: &Snapshot, ips: &[IpAddr]) {
+fn count_allocations(name: &str, snap: &Active, ips: &[IpAddr]) {
     let now = Instant::now();
     // Warm up lazily initialised state (thread-local RNG, …) outside the measurement.
     for &ip in ips {

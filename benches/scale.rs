@@ -19,9 +19,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use meridian::health::Health;
-use meridian::instance::Instance;
+use meridian::Instance;
 use meridian_demo_backend::{spawn_on_thread, Backend, BackendSpec};
+use meridian_routing::Health;
 
 const REGIONS: usize = 50;
 const PER_REGION: usize = 200;
@@ -184,7 +184,8 @@ fn main() {
         (status, body, t.elapsed())
     });
     assert_eq!(reload_status, 200, "reload refused: {reload_body}");
-    let snap = inst.snapshot();
+    let active = inst.active();
+    let snap = &active.routing;
     assert_eq!(snap.backends().count(), total, "the new snapshot is live");
 
     // Every backend up (rise = 2 probes at 2 s), bounded.

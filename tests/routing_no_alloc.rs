@@ -10,13 +10,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use meridian::client;
-use meridian::health::Health;
-use meridian::instance::Instance;
-use meridian::pick::{self, PickInput};
-use meridian::route;
-use meridian::snapshot::Snapshot;
-use smallvec::SmallVec;
+use meridian::request::client;
+use meridian::{Active, Instance};
+use meridian_routing::{Health, Tried};
 use tokio::time::Instant;
 
 fn config(balance: &str) -> String {
@@ -57,9 +53,10 @@ backends = [{{ address = "127.0.0.1:3001" }}]
     )
 }
 
-fn snapshot(balance: &str) -> Arc<Snapshot> {
+fn snapshot(balance: &str) -> Arc<Active> {
     let config = meridian_config::parse(&config(balance), "test.toml", None).unwrap();
-    let snap = Instance::new(config).unwrap().snapshot();
+    let active = Instance::new(config).unwrap().active();
+    let snap = &active.routing;
     for r in &snap.regions {
         for m in &r.members {
             m.state.health.set(Health::Up);
@@ -69,33 +66,18 @@ fn snapshot(balance: &str) -> Arc<Snapshot> {
     snap.regions[0].state.publish(90_000, 2);
     snap.regions[1].state.publish(1_000, 2);
     snap.regions[2].state.publish(1_000, 0);
-    snap
+    active
 }
 
-fn decide(snap: &Snapshot, peer: IpAddr, headers: &HeaderMap, hash: Option<u64>) -> bool {
-    let c = client::resolve(peer, headers, &snap.trusted_proxies);
+/// One routing decision as the proxy makes it: client, location, plan, then the routing
+/// core's `next_backend` (the call `upstream_peer` makes for every attempt).
+fn decide(active: &Active, peer: IpAddr, headers: &HeaderMap, hash: Option<u64>) -> bool {
+    let snap = &active.routing;
+    let c = client::resolve(peer, headers, &active.identity.trusted_proxies);
     let location = snap.locator.lookup(c.ip);
-    let plan = route::plan(snap, location.as_ref());
-    let tried: SmallVec<[u16; 4]> = SmallVec::new();
-    plan.regions.iter().any(|&ri| {
-        let region = &snap.regions[usize::from(ri)];
-        let input = PickInput {
-            now: Instant::now(),
-            tau: snap.config.latency.decay,
-            hash,
-            tried: &tried,
-            panic: false,
-            allow_unknown: false,
-            max_tier: region.state.active_tier(),
-        };
-        pick::pick(
-            &region.balancer,
-            &region.members,
-            &region.state.cursor,
-            &input,
-        )
+    let plan = snap.plan(location.as_ref());
+    snap.next_backend(&plan, &mut Tried::default(), hash, Instant::now())
         .is_some()
-    })
 }
 
 #[test]

@@ -6,8 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use meridian::instance::Instance;
-use meridian::server::{self, ProcessOptions};
+use meridian::{Instance, ProcessOptions};
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use tokio::sync::oneshot;
 
@@ -46,7 +45,7 @@ pub fn serve(inst: Arc<Instance>) -> Served {
         upgrade_sock: dir.path().join("sock").display().to_string(),
         ..ProcessOptions::default()
     };
-    let srv = server::build(inst.clone(), &opts);
+    let srv = meridian::build(inst.clone(), &opts).expect("server");
     let (stop, rx) = oneshot::channel();
     let thread = std::thread::spawn(move || {
         srv.run(RunArgs {

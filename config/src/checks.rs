@@ -141,7 +141,7 @@ pub(crate) fn backend_address(text: &str) -> Result<BackendAddress, Problem> {
     if let Some((host, port)) = host_port {
         let is_ip = host.parse::<IpAddr>().is_ok();
         if !is_ip && host.chars().any(|c| c.is_ascii_alphabetic()) {
-            let name = crate::tls::server_name(host.trim_end_matches('.')).map_err(|_| {
+            let name = server_name(host.trim_end_matches('.')).map_err(|_| {
                 Problem::hinted(
                     format!("invalid host name \"{host}\""),
                     "use IP:port or a DNS name and port, e.g. \"api.example.internal:8080\"",
@@ -182,7 +182,7 @@ pub(crate) fn srv_name(text: &str) -> Result<String, Problem> {
             "use _service._proto.name, e.g. \"_http._tcp.api.example.internal\"",
         )
     };
-    let lower = crate::tls::server_name(name).map_err(|_| bad())?;
+    let lower = server_name(name).map_err(|_| bad())?;
     let labels: Vec<&str> = lower.split('.').collect();
     if labels.len() < 3 || !labels[0].starts_with('_') || !labels[1].starts_with('_') {
         return Err(bad());
@@ -387,6 +387,46 @@ pub(crate) fn choice<'a>(text: &str, choices: &[&'a str], what: &str) -> Result<
             hint: suggest(text, choices.iter().copied(), "expected one of"),
         }),
     }
+}
+
+/// The hint for wildcards that are too broad.
+const BROAD_WILDCARD_HINT: &str =
+    "a wildcard needs at least two labels after \"*.\", e.g. \"*.example.com\"";
+
+/// A server name for SNI selection: a DNS name, optionally `*.` + a DNS name of at least
+/// two labels (`*.com` and `*` would claim a whole top-level domain, or everything).
+pub(crate) fn server_name(text: &str) -> Result<String, Problem> {
+    let lower = text.to_ascii_lowercase();
+    if lower == "*" {
+        return Err(Problem::hinted(
+            "wildcard \"*\" would match every name",
+            BROAD_WILDCARD_HINT,
+        ));
+    }
+    let rest = lower.strip_prefix("*.").unwrap_or(&lower);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if rest.is_empty() || rest.len() > 253 || !rest.split('.').all(label_ok) {
+        return Err(Problem::hinted(
+            format!("invalid server name \"{text}\""),
+            "use a DNS name such as \"api.example.com\" or a wildcard such as \"*.example.com\"",
+        ));
+    }
+    if rest.len() < lower.len() && !rest.contains('.') {
+        return Err(Problem::hinted(
+            format!(
+                "wildcard \"{text}\" is directly under the top-level domain \"{rest}\" and would match every name in it"
+            ),
+            BROAD_WILDCARD_HINT,
+        ));
+    }
+    Ok(lower)
 }
 
 #[cfg(test)]

@@ -315,6 +315,25 @@ pub enum Balance {
     ConsistentHash(HashKey),
 }
 
+impl Balance {
+    /// The config spelling (`balance = "..."`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Balance::P2cPeakEwma => "p2c_ewma",
+            Balance::RoundRobin => "round_robin",
+            Balance::Weighted => "weighted",
+            Balance::LeastConnections => "least_connections",
+            Balance::ConsistentHash(_) => "consistent_hash",
+        }
+    }
+}
+
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The request key for consistent hashing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
@@ -414,6 +433,18 @@ pub enum SteeringPolicy {
     Proximity,
     /// The fixed `order`.
     Failover,
+}
+
+impl SteeringPolicy {
+    /// The config spelling (`steering.policy = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SteeringPolicy::Default => "default",
+            SteeringPolicy::Geo => "geo",
+            SteeringPolicy::Proximity => "proximity",
+            SteeringPolicy::Failover => "failover",
+        }
+    }
 }
 
 /// Latency measurement and region ranking.

@@ -162,46 +162,6 @@ fn covered_by(leaf: &CertificateDer<'_>, name: &str) -> Result<(), Problem> {
     ))
 }
 
-/// The hint for wildcards that are too broad.
-const BROAD_WILDCARD_HINT: &str =
-    "a wildcard needs at least two labels after \"*.\", e.g. \"*.example.com\"";
-
-/// A server name for SNI selection: a DNS name, optionally `*.` + a DNS name of at least
-/// two labels (`*.com` and `*` would claim a whole top-level domain, or everything).
-pub(crate) fn server_name(text: &str) -> Result<String, Problem> {
-    let lower = text.to_ascii_lowercase();
-    if lower == "*" {
-        return Err(Problem::hinted(
-            "wildcard \"*\" would match every name",
-            BROAD_WILDCARD_HINT,
-        ));
-    }
-    let rest = lower.strip_prefix("*.").unwrap_or(&lower);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if rest.is_empty() || rest.len() > 253 || !rest.split('.').all(label_ok) {
-        return Err(Problem::hinted(
-            format!("invalid server name \"{text}\""),
-            "use a DNS name such as \"api.example.com\" or a wildcard such as \"*.example.com\"",
-        ));
-    }
-    if rest.len() < lower.len() && !rest.contains('.') {
-        return Err(Problem::hinted(
-            format!(
-                "wildcard \"{text}\" is directly under the top-level domain \"{rest}\" and would match every name in it"
-            ),
-            BROAD_WILDCARD_HINT,
-        ));
-    }
-    Ok(lower)
-}
-
 /// Validates `[[listeners.https]]`; `taken` holds the addresses already in use.
 pub(crate) fn https_listeners(
     cx: &mut Cx<'_>,
@@ -321,7 +281,7 @@ fn server_certificate(
                             "clients that connect by IP address send no SNI and get the default certificate",
                         ));
                     }
-                    let name = server_name(n)?;
+                    let name = checks::server_name(n)?;
                     covered_by(leaf, &name)?;
                     Ok(name)
                 });
@@ -479,7 +439,7 @@ pub(crate) fn upstream_tls(
             } else if s.starts_with('*') {
                 Err("sni must be a concrete name, not a wildcard".into())
             } else {
-                server_name(s)
+                checks::server_name(s)
             }
         })
     });

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::instance::{build_locator, Instance};
+use crate::control::instance::{build_locator, Instance};
+use crate::control::readiness::preflight;
+use crate::control::upgrade::{PidFile, Relaunch, Signals};
+use crate::observe::logging;
 use crate::server::{self, ProcessOptions};
 
 /// Meridian: a geo-distributed HTTP load balancer and reverse proxy.
@@ -131,13 +134,13 @@ pub fn main() -> ExitCode {
                 }
             };
             if !upgrade {
-                if let Err(e) = crate::readiness::preflight(&cfg) {
+                if let Err(e) = preflight(&cfg) {
                     eprintln!("{}: {e}", config.display());
                     eprintln!("meridian: not starting: listeners unavailable");
                     return ExitCode::FAILURE;
                 }
             }
-            crate::logging::init(&cfg.logging);
+            logging::init(&cfg.logging);
             let inst = match Instance::new(cfg) {
                 Ok(i) => i,
                 Err(e) => {
@@ -145,7 +148,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let relaunch = crate::upgrade::Relaunch::current(&upgrade_sock);
+            let relaunch = Relaunch::current(&upgrade_sock);
             let opts = ProcessOptions {
                 upgrade,
                 upgrade_sock,
@@ -155,10 +158,16 @@ pub fn main() -> ExitCode {
             tracing::info!(config = %config.display(), version = env!("CARGO_PKG_VERSION"), "meridian starting");
             // `build` returns once the listening sockets are held (after the handover in an
             // upgrade): from here on the PID file names this process.
-            let server = server::build(inst, &opts);
-            let pid_file = crate::upgrade::PidFile::write(&opts.pid_file);
+            let server = match server::build(inst, &opts) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let pid_file = PidFile::write(&opts.pid_file);
             server.run(pingora::server::RunArgs {
-                shutdown_signal: Box::new(crate::upgrade::Signals::new(relaunch)),
+                shutdown_signal: Box::new(Signals::new(relaunch)),
             });
             drop(pid_file);
             ExitCode::SUCCESS

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use meridian_demo_backend::{spawn_on_thread, Backend, BackendSpec};
 
-use crate::instance::Instance;
+use crate::control::instance::Instance;
 use crate::server::{self, ProcessOptions};
 
 /// The demo's regions: name, latitude, longitude.
@@ -86,7 +86,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let text = config_text(listen, admin, &backends);
     let config = meridian_config::parse(&text, "<demo>", None)
         .map_err(|e| anyhow::anyhow!("demo config is invalid (a bug):\n{e}"))?;
-    crate::logging::init(&config.logging);
+    crate::observe::logging::init(&config.logging);
     let inst = Instance::new(config)?;
     let dir = std::env::temp_dir();
     let opts = ProcessOptions {
@@ -94,7 +94,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         upgrade_sock: dir.join("meridian-demo-upgrade.sock").display().to_string(),
         ..ProcessOptions::default()
     };
-    let server = server::build(inst, &opts);
+    let server = server::build(inst, &opts)?;
     println!("Meridian demo: us-east instance on http://{listen}, admin on http://{admin}");
     println!("Backends:");
     for b in &backends {

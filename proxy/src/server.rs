@@ -1,24 +1,25 @@
-//! Builds the pingora `Server` of one instance: the proxy service on every HTTP and HTTPS
-//! listener, the admin service, the HTTP→HTTPS redirect service, and the background services (prober, reload triggers, watchdog).
+//! Assembles one instance's pingora `Server`: the proxy listeners (`edge`), the admin and
+//! redirect listeners, and the background services (prober, DNS discovery, reload
+//! triggers, readiness, watchdog), all sharing one [`Instance`].
 
 use std::sync::Arc;
 
-use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{
-    L4BufferSettings, ListenerConfig, TcpSocketOptions, DEFAULT_L4_WRITE_BUFFER_SIZE,
-};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
-use crate::instance::Instance;
-use crate::probe::Prober;
-use crate::proxy_protocol::ProxyProtocol;
-use crate::reload::ReloadTriggers;
-use crate::service::MeridianProxy;
+use crate::control::discovery::{Discovery, DnsState, Rebuilds};
+use crate::control::instance::Instance;
+use crate::control::readiness::ReadinessService;
+use crate::control::reload::{ReloadTriggers, Reloader};
+use crate::control::systemd;
+use crate::edge::listeners::{add_proxy, socket_options};
+use crate::edge::redirect::Redirect;
+use crate::edge::tls::{cert_sets, CertError, CertResolver};
+use crate::health::prober::Prober;
+use crate::observe::admin::Admin;
+use crate::request::metrics::RequestMetrics;
 
 /// Process-level options (not part of the hot-reloadable config).
 #[derive(Debug, Clone)]
@@ -49,16 +50,14 @@ struct Watchdog;
 #[async_trait::async_trait]
 impl BackgroundService for Watchdog {
     async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
-        crate::systemd::watchdog_loop().await;
+        systemd::watchdog_loop().await;
     }
 }
 
-/// Builds the server; call `run_forever` on it.
-pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
-    let snap = inst.snapshot();
-    let cfg = &snap.config;
+/// pingora's server for `threads` worker threads and the process options.
+fn pingora_server(threads: usize, opts: &ProcessOptions) -> Server {
     let conf = ServerConf {
-        threads: cfg.threads,
+        threads,
         pid_file: opts.pid_file.clone(),
         upgrade_sock: opts.upgrade_sock.clone(),
         grace_period_seconds: Some(opts.grace_period_secs),
@@ -78,115 +77,78 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    server
+}
 
+/// A single-threaded listening service for `app` on `addrs`.
+fn small_service<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    name: &str,
+    app: A,
+    addrs: &[std::net::SocketAddr],
+) -> Service<A> {
+    let mut service = Service::new(name.to_string(), app);
+    service.threads = Some(1);
+    for addr in addrs {
+        service.add_tcp_with_settings(&addr.to_string(), socket_options(addr));
+    }
+    service
+}
+
+/// Builds the server; call `run` on it. Fails only when a listener's certificate cannot be
+/// loaded.
+pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, CertError> {
+    let active = inst.active();
+    let cfg = &active.routing.config;
+    let certs: Vec<Arc<CertResolver>> = cert_sets(&cfg.listeners.https)?
+        .into_iter()
+        .map(|set| Arc::new(CertResolver::new(set)))
+        .collect();
+    let dns = Arc::new(DnsState::default());
+    let (rebuilds, rebuild_requests) = Rebuilds::channel();
+    let reloader = Arc::new(Reloader::new(
+        inst.clone(),
+        cfg.source.clone(),
+        dns.clone(),
+        certs.clone(),
+    ));
+    let mut server = pingora_server(cfg.threads, opts);
     let conf = server.configuration.clone();
-    let new_app = || {
-        let mut app = pingora::proxy::http_proxy(&conf, MeridianProxy::new(inst.clone()));
-        let mut http = HttpServerOptions::default();
-        http.h2c = true;
-        app.server_options = Some(http);
-        app
-    };
-    let sock = |addr: &std::net::SocketAddr| {
-        let mut sock = TcpSocketOptions::default();
-        sock.ipv6_only = addr.is_ipv6().then_some(true);
-        sock
-    };
-    // No 64 KiB user-space read buffer per plain client connection (pingora's default,
-    // sized for TLS records): plain HTTP reads go straight into the HTTP session's own
-    // buffer, which saves a copy per read and 64 KiB of resident memory per connection.
-    let plain = |addr: &std::net::SocketAddr| {
-        ListenerConfig::tcp(addr.to_string())
-            .tcp_socket_options(sock(addr))
-            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
-    };
-    let mut proxy = Service::new("meridian proxy".to_string(), new_app());
-    if cfg.listeners.proxy_protocol {
-        // PROXY headers precede HTTP on the plain listeners: a wrapped app reads them first.
-        let mut pp = Service::new(
-            "meridian proxy (PROXY protocol)".to_string(),
-            ProxyProtocol::new(new_app(), inst.clone()),
-        );
-        for addr in &cfg.listeners.http {
-            pp.add_listener(plain(addr));
-        }
-        server.add_service(pp);
-    } else {
-        for addr in &cfg.listeners.http {
-            proxy.add_listener(plain(addr));
-        }
-    }
-    let mut plain_https = false;
-    for (listener, resolver) in cfg.listeners.https.iter().zip(&inst.certs) {
-        // The resolver owns certificate selection; reloads swap its set in place.
-        let mut tls = match TlsSettings::intermediate("", "") {
-            Ok(tls) => tls,
-            Err(e) => {
-                // Not expected with rustls; readiness reports the listener as never up.
-                tracing::error!(listener = %listener.address, error = %e, "cannot set up TLS");
-                continue;
-            }
-        };
-        tls.set_cert_resolver(resolver.clone());
-        tls.enable_h2();
-        let addr = &listener.address;
-        if listener.proxy_protocol {
-            // The PROXY header precedes the TLS handshake: a plain TCP listener whose
-            // wrapped app reads the header, then does the handshake with these settings.
-            let mut pp = Service::new(
-                format!("meridian proxy (PROXY protocol, TLS {addr})"),
-                ProxyProtocol::with_tls(new_app(), inst.clone(), tls.build()),
-            );
-            pp.add_listener(ListenerConfig::tcp(addr.to_string()).tcp_socket_options(sock(addr)));
-            server.add_service(pp);
-        } else {
-            plain_https = true;
-            proxy.add_tls_with_settings(&addr.to_string(), Some(sock(addr)), tls);
-        }
-    }
-    if (!cfg.listeners.proxy_protocol && !cfg.listeners.http.is_empty()) || plain_https {
-        server.add_service(proxy);
-    }
-
-    let mut admin = Service::new(
-        "meridian admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(Admin::new(inst.clone())),
-    );
+    let metrics = RequestMetrics::register(&inst.registry);
+    add_proxy(&mut server, &conf, &inst, cfg, &certs, &metrics);
+    let admin =
+        pingora::apps::http_app::HttpServer::new_app(Admin::new(reloader.clone(), dns.clone()));
+    let mut admin = Service::new("meridian admin".to_string(), admin);
     admin.threads = Some(1);
     admin.add_tcp(&cfg.listeners.admin.to_string());
-
     server.add_service(admin);
     if !cfg.listeners.redirect_http.is_empty() {
-        let mut redirect = Service::new(
-            "meridian https redirect".to_string(),
-            pingora::apps::http_app::HttpServer::new_app(crate::redirect::Redirect::new(
-                inst.clone(),
-            )),
-        );
-        redirect.threads = Some(1);
-        for addr in &cfg.listeners.redirect_http {
-            redirect.add_tcp_with_settings(&addr.to_string(), sock(addr));
-        }
-        server.add_service(redirect);
+        let redirect = pingora::apps::http_app::HttpServer::new_app(Redirect::new(inst.clone()));
+        server.add_service(small_service(
+            "meridian https redirect",
+            redirect,
+            &cfg.listeners.redirect_http,
+        ));
     }
     server.add_service(background_service("prober", Prober::new(inst.clone())));
     server.add_service(background_service(
         "dns discovery",
-        crate::discovery::Discovery::new(inst.clone()),
+        Discovery::new(inst.clone(), dns, rebuilds),
     ));
-    let inst_for_drain = inst.clone();
-    server.add_service(background_service("reload", ReloadTriggers::new(inst)));
+    server.add_service(background_service(
+        "reload",
+        ReloadTriggers::new(reloader, rebuild_requests),
+    ));
     server.add_service(background_service("watchdog", Watchdog));
     server.add_service(background_service(
         "readiness",
-        crate::readiness::Readiness::new(inst_for_drain.clone()),
+        ReadinessService::new(inst.readiness.clone(), cfg),
     ));
-    watch_drain(&server, inst_for_drain);
-    server
+    watch_drain(&server, inst);
+    Ok(server)
 }
 
 /// Marks the instance as draining as soon as pingora starts a graceful upgrade or
-/// termination (see [`Instance::draining`]).
+/// termination (see [`Instance::start_draining`]).
 fn watch_drain(server: &Server, inst: Arc<Instance>) {
     use pingora::server::ExecutionPhase;
     let mut phases = server.watch_execution_phase();
@@ -204,9 +166,8 @@ fn watch_drain(server: &Server, inst: Arc<Instance>) {
                         ?phase,
                         "draining: closing client connections after their current request"
                     );
-                    inst.draining
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    crate::systemd::notify_stopping();
+                    inst.start_draining();
+                    systemd::notify_stopping();
                 }
             }
         });

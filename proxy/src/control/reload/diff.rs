@@ -1,0 +1,41 @@
+//! What a snapshot swap cannot apply: listeners, threads, logging setup and the node's
+//! region need a restart or a graceful upgrade.
+
+use meridian_config::Config;
+
+/// What differs between `old` and `new` that a snapshot swap cannot apply.
+pub fn unswappable(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listeners.http != new.listeners.http {
+        out.push("listeners.http");
+    }
+    if old.listeners.proxy_protocol != new.listeners.proxy_protocol {
+        out.push("listeners.proxy_protocol");
+    }
+    let https = |c: &Config| -> Vec<(std::net::SocketAddr, bool)> {
+        c.listeners
+            .https
+            .iter()
+            .map(|l| (l.address, l.proxy_protocol))
+            .collect()
+    };
+    if https(old) != https(new) {
+        out.push("listeners.https addresses or proxy_protocol");
+    }
+    if old.listeners.redirect_http != new.listeners.redirect_http {
+        out.push("listeners.redirect_http");
+    }
+    if old.listeners.admin != new.listeners.admin {
+        out.push("listeners.admin");
+    }
+    if old.threads != new.threads {
+        out.push("threads");
+    }
+    if old.logging.level != new.logging.level || old.logging.format != new.logging.format {
+        out.push("logging.level/format");
+    }
+    if old.node.region != new.node.region {
+        out.push("node.region");
+    }
+    out
+}

@@ -1,0 +1,141 @@
+//! The admin listener: `/metrics`, `/healthz`, `/status` and `POST /reload`. Bound to
+//! 127.0.0.1 by default; it is never on the request path. Outcomes of the control plane
+//! (reload results and errors) become HTTP statuses here, in one place.
+
+pub mod status;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::control::discovery::DnsState;
+use crate::control::reload::{
+    reloader::needs_upgrade_message, ReloadError, ReloadOutcome, ReloadResult, Reloader, Trigger,
+};
+use crate::observe::metrics::encode;
+
+/// The admin HTTP application.
+pub struct Admin {
+    reloader: Arc<Reloader>,
+    dns: Arc<DnsState>,
+}
+
+impl Admin {
+    /// The admin API of the instance `reloader` reloads, with its DNS state.
+    pub fn new(reloader: Arc<Reloader>, dns: Arc<DnsState>) -> Self {
+        Admin { reloader, dns }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+/// The HTTP status of a reload's result.
+fn reload_status(result: ReloadResult) -> StatusCode {
+    match result {
+        ReloadResult::Ok => StatusCode::OK,
+        ReloadResult::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadResult::NeedsUpgrade | ReloadResult::Unavailable => StatusCode::CONFLICT,
+        ReloadResult::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The response to `POST /reload`.
+fn reload_response(result: Result<ReloadOutcome, ReloadError>) -> Response<Vec<u8>> {
+    let (kind, body) = match result {
+        Ok(ReloadOutcome::Applied { generation }) => (
+            ReloadResult::Ok,
+            json!({ "result": "ok", "generation": generation }),
+        ),
+        Ok(ReloadOutcome::NeedsUpgrade { settings }) => (
+            ReloadResult::NeedsUpgrade,
+            json!({
+                "result": ReloadResult::NeedsUpgrade.as_str(),
+                "error": needs_upgrade_message(&settings),
+                "settings": settings,
+            }),
+        ),
+        Err(e) => (
+            e.result(),
+            json!({ "result": e.result().as_str(), "error": e.to_string() }),
+        ),
+    };
+    json_response(reload_status(kind), &body)
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let inst = self.reloader.instance();
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                encode(&inst.registry),
+            ),
+            (Method::GET, "/healthz") => {
+                if inst.is_ready() {
+                    respond(StatusCode::OK, "text/plain", b"ok\n".to_vec())
+                } else {
+                    respond(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        b"starting: listeners or first probe round not ready\n".to_vec(),
+                    )
+                }
+            }
+            (Method::GET, "/status") => {
+                json_response(StatusCode::OK, &status::status(&self.reloader, &self.dns))
+            }
+            (Method::POST, "/reload") => {
+                let _ = session.drain_request_body().await;
+                let reloader = self.reloader.clone();
+                let result = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin))
+                    .await
+                    .unwrap_or_else(|e| Err(ReloadError::Panicked(e.to_string())));
+                reload_response(result)
+            }
+            (_, "/metrics" | "/healthz" | "/status" | "/reload") => {
+                let mut resp = respond(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    b"method not allowed\n".to_vec(),
+                );
+                let allow = if path == "/reload" { "POST" } else { "GET" };
+                resp.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                resp
+            }
+            _ => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: try /status, /metrics, /healthz or POST /reload\n".to_vec(),
+            ),
+        }
+    }
+}

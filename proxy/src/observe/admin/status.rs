@@ -1,0 +1,126 @@
+//! The `/status` document: the node, the snapshot in use, the GeoIP database, the last
+//! reload, every region with its backends' live state, and the backend DNS names.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::control::discovery::DnsState;
+use crate::control::reload::Reloader;
+
+/// Seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The `/status` document.
+pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
+    let inst = reloader.instance();
+    let active = inst.active();
+    let snap = &active.routing;
+    let cfg = &snap.config;
+    let now = Instant::now();
+    let tau = cfg.latency.decay;
+    let ranking = snap.plan(None);
+    let info = snap.locator.info();
+    let regions: Vec<Value> = snap
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let backends: Vec<Value> = r
+                .members
+                .iter()
+                .map(|m| {
+                    let s = &m.state;
+                    let last = s.last_probe();
+                    json!({
+                        "id": &*s.id,
+                        "address": s.addr.to_string(),
+                        "host": &*s.host,
+                        "weight": m.weight,
+                        "tier": m.tier,
+                        "health": s.health.get().as_str(),
+                        "usable": s.usable(now),
+                        "ejected": s.outlier.is_ejected(now),
+                        "ejection_streak": s.outlier.streak(),
+                        "inflight": s.latency.inflight(),
+                        "probes": s.probes(),
+                        "probe_rtt_ms": s.latency.probe.value().map(|d| d.as_secs_f64() * 1e3),
+                        "latency_estimate_ms": f64::from(s.latency.estimate_us(now, tau)) / 1e3,
+                        "last_probe": last.map(|p| json!({
+                            "at": unix(p.at),
+                            "rtt_ms": p.rtt.as_secs_f64() * 1e3,
+                            "ok": p.error.is_none(),
+                            "error": p.error,
+                        })),
+                    })
+                })
+                .collect();
+            let usable = r.members.iter().filter(|m| m.state.usable(now)).count();
+            json!({
+                "name": &*r.name,
+                "local": i == snap.local,
+                "latitude": r.coords.latitude,
+                "longitude": r.coords.longitude,
+                "balance": cfg.regions[i].balance.as_str(),
+                "health": if usable == 0 { "down" } else if usable < r.members.len() { "degraded" } else { "up" },
+                "usable_backends": usable,
+                "active_tier": match r.state.active_tier() { u8::MAX => None, t => Some(t) },
+                "measured_latency_ms": f64::from(r.state.measured_us()) / 1e3,
+                "rank": ranking.regions.iter().position(|&x| usize::from(x) == i),
+                "backends": backends,
+            })
+        })
+        .collect();
+    let last_reload = reloader.last();
+    json!({
+        "node": { "name": cfg.node.name, "region": cfg.node.region },
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": inst.is_ready(),
+        "generation": snap.generation,
+        "config_file": reloader.config_path().map(|p| p.display().to_string()),
+        "started_at": unix(inst.started_at),
+        "snapshot_built_at": unix(snap.built_at),
+        "geoip": {
+            "database": info.path.as_ref().map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
+            "type": info.database_type,
+            "build_epoch": info.build_epoch,
+            "attribution": info.attribution,
+        },
+        "last_reload": last_reload.map(|r| json!({
+            "at": unix(r.at),
+            "trigger": r.trigger.as_str(),
+            "result": r.result.as_str(),
+            "error": r.message,
+            "generation": r.generation,
+        })),
+        "regions": regions,
+        "dns": dns_names(dns),
+    })
+}
+
+/// The `dns` part of `/status`: every backend DNS name, its last good answer and the
+/// latest attempt's outcome.
+fn dns_names(dns: &DnsState) -> Value {
+    let names: Vec<Value> = dns
+        .report()
+        .into_iter()
+        .map(|(name, s)| {
+            json!({
+                "name": name.to_string(),
+                "resolved": s.resolved,
+                "addresses": s.addrs.iter().map(|a| a.addr.to_string()).collect::<Vec<_>>(),
+                "last_ok": s.last_ok.map(unix),
+                "last_attempt": s.last_attempt.map(unix),
+                "error": s.last_error,
+                "target_errors": s.target_errors,
+                "consecutive_failures": s.failures,
+                "refresh_s": s.refresh.as_secs_f64(),
+            })
+        })
+        .collect();
+    json!({ "names": names })
+}

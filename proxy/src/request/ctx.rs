@@ -1,0 +1,172 @@
+//! A request's state across pingora's hooks: the active snapshot it loaded once, who and
+//! where the client is, its plan, what it tried, and the current upstream [`Attempt`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use meridian_config::HashKey;
+use meridian_geoip::Location;
+use meridian_routing::latency::InflightGuard;
+use meridian_routing::outlier::Outcome;
+use meridian_routing::selection::{fnv1a, Member};
+use meridian_routing::{Pick, Plan, RegionPool, Snapshot, Tried};
+use pingora::http::RequestHeader;
+use tokio::time::Instant;
+
+use super::client::ClientAddr;
+use crate::control::instance::Active;
+
+/// One upstream attempt: the backend it went to and what became of it.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The backend.
+    pub pick: Pick,
+    /// When it was picked.
+    pub started: Instant,
+    /// Counts the request in the backend's in-flight total while the attempt runs.
+    inflight: Option<InflightGuard>,
+    /// Whether its outcome was fed to outlier detection already.
+    outcome_recorded: bool,
+    /// Whether request body bytes passed on to it (as far as the proxy can tell: a chunk
+    /// handed to `request_body_filter` may have been sent).
+    pub body_sent: bool,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    /// The active state, loaded once: the whole request, retries included, uses it even if
+    /// a reload swaps in a new one meanwhile.
+    pub active: Arc<Active>,
+    /// When the request arrived.
+    pub start: Instant,
+    /// Who the client is.
+    pub client: Option<ClientAddr>,
+    /// Where the client is.
+    pub location: Option<Location>,
+    /// Candidate regions, best first.
+    pub plan: Plan,
+    /// What was tried so far.
+    pub tried: Tried,
+    /// The current (or last) attempt.
+    pub attempt: Option<Attempt>,
+    /// The consistent-hash key, when a region of the plan hashes.
+    pub hash: Option<u64>,
+    /// No allowed region could serve (503 with `Retry-After`).
+    pub no_backend: bool,
+    /// Whether the client connection is TLS (an HTTPS listener).
+    pub tls: bool,
+}
+
+impl Ctx {
+    /// A fresh context on `active`.
+    pub fn new(active: Arc<Active>, start: Instant) -> Ctx {
+        Ctx {
+            active,
+            start,
+            client: None,
+            location: None,
+            plan: Plan::default(),
+            tried: Tried::default(),
+            attempt: None,
+            hash: None,
+            no_backend: false,
+            tls: false,
+        }
+    }
+
+    /// The routing snapshot.
+    pub fn snap(&self) -> &Snapshot {
+        &self.active.routing
+    }
+
+    /// Starts an attempt on `pick` (the previous one, if any, is over).
+    pub fn begin(&mut self, pick: Pick, now: Instant) {
+        let inflight = self
+            .snap()
+            .picked(pick)
+            .map(|(_, m)| m.state.latency.start());
+        self.attempt = Some(Attempt {
+            pick,
+            started: now,
+            inflight,
+            outcome_recorded: false,
+            body_sent: false,
+        });
+    }
+
+    /// The region and backend of the current attempt.
+    pub fn backend(&self) -> Option<(&RegionPool, &Member)> {
+        self.snap().picked(self.attempt.as_ref()?.pick)
+    }
+
+    /// The current attempt no longer counts as in flight.
+    pub fn end_inflight(&mut self) {
+        if let Some(a) = &mut self.attempt {
+            a.inflight = None;
+        }
+    }
+
+    /// Feeds the current attempt's outcome to outlier detection, once.
+    pub fn record_outcome(&mut self, outcome: Outcome) {
+        let Some(a) = &mut self.attempt else { return };
+        if std::mem::replace(&mut a.outcome_recorded, true) {
+            return;
+        }
+        let pick = a.pick;
+        let Some((_, m)) = self.snap().picked(pick) else {
+            return;
+        };
+        let o = &self.snap().config.outlier;
+        if let Some(ejected) = m.state.outlier.record(
+            outcome,
+            Instant::now(),
+            o.consecutive_failures,
+            o.base_ejection,
+            o.max_ejection,
+        ) {
+            m.state.metrics.ejections.inc();
+            tracing::warn!(backend = %m.state.id, ejection_ms = ejected.as_millis() as u64, "backend ejected after consecutive failures");
+        }
+    }
+
+    /// The current attempt's failure is not the backend's (the client went away): it is
+    /// not fed to outlier detection.
+    pub fn excuse_backend(&mut self) {
+        if let Some(a) = &mut self.attempt {
+            a.outcome_recorded = true;
+        }
+    }
+
+    /// Whether another attempt is within `retry.attempts` for this request.
+    pub fn attempts_left(&self) -> bool {
+        (self.tried.count() as u32) <= self.snap().config.retry.attempts
+    }
+
+    /// Counts a retry away from the current attempt's region.
+    pub fn count_retry(&self) {
+        if let Some((region, _)) = self.backend() {
+            region.state.metrics.retries.inc();
+        }
+    }
+}
+
+/// The consistent-hash key of a request (`None` when its key is absent).
+pub fn hash_key(req: &RequestHeader, key: &HashKey, client: Option<IpAddr>) -> Option<u64> {
+    match key {
+        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| fnv1a(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| fnv1a(v.as_bytes()))
+            }),
+        HashKey::ClientIp => client.map(|ip| match ip {
+            IpAddr::V4(v4) => fnv1a(&v4.octets()),
+            IpAddr::V6(v6) => fnv1a(&v6.octets()),
+        }),
+    }
+}

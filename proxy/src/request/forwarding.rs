@@ -1,0 +1,215 @@
+//! The forwarding headers a proxy adds to the upstream request: `X-Forwarded-For`,
+//! `X-Forwarded-Proto` and `Via`.
+//!
+//! - `X-Forwarded-For`: a trusted peer's chain is kept and the peer appended; anything an
+//!   untrusted peer sent is replaced by the peer's address (a client cannot plant a
+//!   forged chain for the backends to believe). A chain that is not text is no chain.
+//! - `X-Forwarded-Proto`: `http` or `https` (the listener's), kept when a trusted proxy set
+//!   it; `Forwarded` from an untrusted peer is removed.
+//! - `Via`: every earlier entry, in order, then this hop with the protocol version the
+//!   request was received with (RFC 9110 §7.6.3).
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use http::header::{HeaderValue, VIA};
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+use ipnet::IpNet;
+use meridian_config::Config;
+
+use super::client::{canonical_nets, FORWARDED, X_FORWARDED_FOR};
+
+/// This node as the forwarding headers name it, and whom it believes: built once per
+/// snapshot generation.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The `Via` entry this node appends, by the client's protocol version (see
+    /// [`Identity::via_for`]).
+    via: [HeaderValue; 3],
+    /// `client.trusted_proxies`, IPv4-mapped networks in IPv4 form
+    /// ([`canonical_nets`]).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A `Via` entry; node names are validated visible ASCII, so this cannot fail in practice.
+fn via_value(version: &str, name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{version} {name}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("1.1 meridian"))
+}
+
+impl Identity {
+    /// The identity `config` gives this node.
+    pub fn of(config: &Config) -> Identity {
+        let name = &config.node.name;
+        Identity {
+            via: [
+                via_value("1.0", name),
+                via_value("1.1", name),
+                via_value("2", name),
+            ],
+            trusted_proxies: canonical_nets(&config.client.trusted_proxies),
+        }
+    }
+
+    /// The `Via` entry for a request received as `version` (`1.0 <name>`, `1.1 <name>`,
+    /// `2 <name>`; RFC 9110 §7.6.3: the protocol the request was *received* with).
+    pub fn via_for(&self, version: http::Version) -> &HeaderValue {
+        match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => &self.via[0],
+            http::Version::HTTP_11 => &self.via[1],
+            _ => &self.via[2],
+        }
+    }
+}
+
+/// What this hop knows about the request it forwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The socket peer (canonical form), if it has an IP address.
+    pub peer: Option<IpAddr>,
+    /// Whether the peer is a trusted proxy.
+    pub peer_trusted: bool,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// This hop's `Via` entry for the request's version.
+    pub via: &'a HeaderValue,
+}
+
+/// Sets the forwarding headers on `upstream`.
+pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
+    const HTTP: HeaderValue = HeaderValue::from_static("http");
+    const HTTPS: HeaderValue = HeaderValue::from_static("https");
+    if let Some(peer) = hop.peer {
+        let value = if hop.peer_trusted && upstream.headers.contains_key(&X_FORWARDED_FOR) {
+            match joined(upstream.headers.get_all(&X_FORWARDED_FOR), true) {
+                Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+                None => HeaderValue::from_str(&peer.to_string()),
+            }
+        } else {
+            // The common case formats the address on the stack.
+            let mut buf = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{peer}");
+            let len = cursor.position() as usize;
+            HeaderValue::from_bytes(&buf[..len])
+        };
+        if let Ok(value) = value {
+            // A `&'static str` name costs no allocation for pingora's case-preserving copy
+            // (a custom `HeaderName` would be copied into a fresh buffer).
+            upstream.insert_header("X-Forwarded-For", value)?;
+        }
+    }
+    let proto = if hop.tls { HTTPS } else { HTTP };
+    if !hop.peer_trusted {
+        upstream.remove_header(&FORWARDED);
+        upstream.insert_header("X-Forwarded-Proto", proto)?;
+    } else if upstream.headers.get("x-forwarded-proto").is_none() {
+        upstream.insert_header("X-Forwarded-Proto", proto)?;
+    }
+    let via = match joined(upstream.headers.get_all(VIA), false) {
+        Some(prior) => {
+            HeaderValue::from_str(&format!("{prior}, {}", hop.via.to_str().unwrap_or("")))
+                .unwrap_or_else(|_| hop.via.clone())
+        }
+        None => hop.via.clone(),
+    };
+    upstream.insert_header(VIA, via)?;
+    Ok(())
+}
+
+/// The lines of a list-valued header joined with ", ", or `None` when there are none.
+/// With `all_or_nothing`, one line that is not visible ASCII makes the whole list `None`
+/// (a forwarding chain with a hole in it is no chain); otherwise such lines are skipped.
+fn joined(values: http::header::GetAll<'_, HeaderValue>, all_or_nothing: bool) -> Option<String> {
+    let mut out = String::new();
+    for v in values {
+        match v.to_str() {
+            Ok(text) if !text.trim().is_empty() => {
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(text.trim());
+            }
+            Ok(_) => {}
+            Err(_) if all_or_nothing => return None,
+            Err(_) => {}
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &[u8])]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), HeaderValue::from_bytes(v).unwrap())
+                .unwrap();
+        }
+        r
+    }
+
+    fn all(r: &RequestHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+            .collect()
+    }
+
+    static VIA_11: HeaderValue = HeaderValue::from_static("1.1 edge");
+
+    fn hop(trusted: bool, tls: bool) -> Hop<'static> {
+        Hop {
+            peer: Some("192.0.2.1".parse().unwrap()),
+            peer_trusted: trusted,
+            tls,
+            via: &VIA_11,
+        }
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_plant_a_chain_or_a_scheme() {
+        let mut r = request(&[
+            ("x-forwarded-for", b"6.6.6.6"),
+            ("x-forwarded-proto", b"https"),
+            ("forwarded", b"for=6.6.6.6"),
+        ]);
+        apply(&mut r, &hop(false, false)).unwrap();
+        assert_eq!(all(&r, "x-forwarded-for"), ["192.0.2.1"]);
+        assert_eq!(all(&r, "x-forwarded-proto"), ["http"]);
+        assert!(all(&r, "forwarded").is_empty());
+        assert_eq!(all(&r, "via"), ["1.1 edge"]);
+    }
+
+    #[test]
+    fn a_trusted_chain_is_extended_and_its_scheme_kept() {
+        let mut r = request(&[
+            ("x-forwarded-for", b"203.0.113.7"),
+            ("x-forwarded-for", b"10.0.0.1, 10.0.0.2"),
+            ("x-forwarded-proto", b"https"),
+            ("via", b"1.0 a"),
+            ("via", b"2 b"),
+        ]);
+        apply(&mut r, &hop(true, false)).unwrap();
+        assert_eq!(
+            all(&r, "x-forwarded-for"),
+            ["203.0.113.7, 10.0.0.1, 10.0.0.2, 192.0.2.1"]
+        );
+        assert_eq!(all(&r, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&r, "via"), ["1.0 a, 2 b, 1.1 edge"]);
+    }
+
+    #[test]
+    fn a_chain_that_is_not_text_is_replaced_and_tls_says_https() {
+        let mut r = request(&[("x-forwarded-for", b"203.0.113.\xff"), ("via", b"\xff")]);
+        apply(&mut r, &hop(true, true)).unwrap();
+        assert_eq!(all(&r, "x-forwarded-for"), ["192.0.2.1"]);
+        assert_eq!(all(&r, "x-forwarded-proto"), ["https"]);
+        assert_eq!(all(&r, "via"), ["1.1 edge"]);
+    }
+}

@@ -1,0 +1,40 @@
+//! The request path's own counters (the per-backend and per-region ones belong to the
+//! routing core).
+
+use prometheus::{IntCounter, Registry};
+
+use crate::observe::metrics::counter;
+
+/// Counters of outcomes that belong to no backend.
+#[derive(Clone)]
+pub struct RequestMetrics {
+    /// Requests answered 503 because no allowed region had a usable backend.
+    pub no_backend: IntCounter,
+    /// Requests whose client-address headers were malformed (treated as absent).
+    pub bad_client_header: IntCounter,
+    /// Retries the retry budget refused.
+    pub retries_refused: IntCounter,
+}
+
+impl RequestMetrics {
+    /// Registers the counters in `registry`.
+    pub fn register(registry: &Registry) -> Self {
+        RequestMetrics {
+            no_backend: counter(
+                registry,
+                "meridian_no_backend_total",
+                "Requests answered 503 because no allowed region had a usable backend",
+            ),
+            bad_client_header: counter(
+                registry,
+                "meridian_client_header_invalid_total",
+                "Malformed X-Forwarded-For/Forwarded headers from trusted peers",
+            ),
+            retries_refused: counter(
+                registry,
+                "meridian_retries_refused_total",
+                "Retries refused by the retry budget (retry.budget_percent, retry.min_per_second)",
+            ),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The request path: the pingora `ProxyHttp` service hook by hook ([`service`]), who the
+//! client is ([`client`]), the per-request state ([`ctx`]), the upstream peer and its TLS
+//! ([`upstream`]), the forwarding headers ([`forwarding`]), failures and retries
+//! ([`failure`]) and the end-of-request accounting ([`log`]).
+
+pub mod client;
+pub mod ctx;
+pub mod failure;
+pub mod forwarding;
+pub mod log;
+pub mod metrics;
+pub mod service;
+pub mod upstream;

@@ -1,0 +1,281 @@
+//! The proxy service: a request's life, hook by hook (pingora `ProxyHttp`).
+//!
+//! `new_ctx` loads the active snapshot once; `request_filter` decides who and where the
+//! client is and plans its regions; `upstream_peer` asks the routing core for the next
+//! backend; the failure hooks decide on retries; the response hooks feed latency and
+//! outlier detection; `logging` counts and writes the access log line.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use meridian_routing::outlier::Outcome;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use tokio::time::Instant;
+
+use super::client;
+use super::ctx::{hash_key, Ctx};
+use super::failure;
+use super::forwarding;
+use super::metrics::RequestMetrics;
+use crate::control::instance::Instance;
+
+/// The Meridian proxy service.
+pub struct MeridianProxy {
+    inst: Arc<Instance>,
+    metrics: RequestMetrics,
+}
+
+impl MeridianProxy {
+    /// A proxy serving `inst`'s snapshots, counting in `metrics`.
+    pub fn new(inst: Arc<Instance>, metrics: RequestMetrics) -> Self {
+        MeridianProxy { inst, metrics }
+    }
+
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        failure::may_retry(ctx, &self.inst.retry_budget, &self.metrics)
+    }
+}
+
+/// Who and where the client is, its plan, and its consistent-hash key.
+fn locate_and_plan(session: &Session, ctx: &mut Ctx, metrics: &RequestMetrics) {
+    let active = ctx.active.clone();
+    let snap = &active.routing;
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    if let Some(peer) = peer {
+        let req = session.req_header();
+        let c = client::resolve(peer, &req.headers, &active.identity.trusted_proxies);
+        if c.malformed {
+            metrics.bad_client_header.inc();
+        }
+        ctx.location = snap.locator.lookup(c.ip);
+        ctx.client = Some(c);
+    }
+    ctx.plan = snap.plan(ctx.location.as_ref());
+    // The first consistent-hash region in the plan decides the key (regions normally
+    // share one key); computed once, borrowed from the snapshot, no allocation.
+    let key =
+        ctx.plan
+            .regions
+            .iter()
+            .find_map(|&r| match &snap.config.regions[usize::from(r)].balance {
+                meridian_config::Balance::ConsistentHash(k) => Some(k),
+                _ => None,
+            });
+    ctx.hash = key.and_then(|key| hash_key(session.req_header(), key, ctx.client.map(|c| c.ip)));
+}
+
+#[async_trait]
+impl ProxyHttp for MeridianProxy {
+    type CTX = Ctx;
+
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No modules. Pingora's default adds a response-compression module (disabled, level
+        // 0) that still costs an allocation and a filter call per request; Meridian passes
+        // bodies through as the backends encoded them.
+    }
+
+    fn new_ctx(&self) -> Ctx {
+        let active = self.inst.active();
+        let start = Instant::now();
+        let retry = &active.routing.config.retry;
+        self.inst
+            .retry_budget
+            .deposit(start, retry.budget_percent, retry.min_per_second);
+        Ctx::new(active, start)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let idle = ctx.snap().config.timeouts.downstream_idle;
+        session.set_keepalive(Some(idle.as_secs().max(1)));
+        locate_and_plan(session, ctx, &self.metrics);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let now = Instant::now();
+        let active = ctx.active.clone();
+        let snap = &active.routing;
+        match snap.next_backend(&ctx.plan, &mut ctx.tried, ctx.hash, now) {
+            Some(pick) => {
+                ctx.begin(pick, now);
+                let (_, member) = ctx.backend().ok_or_else(|| {
+                    Error::explain(ErrorType::InternalError, "picked backend not in snapshot")
+                })?;
+                let peer = active.upstreams.peer(
+                    usize::from(pick.region),
+                    &member.state,
+                    &snap.config.timeouts,
+                );
+                Ok(Box::new(peer))
+            }
+            None => {
+                ctx.attempt = None;
+                ctx.no_backend = true;
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "no usable backend in any allowed region",
+                ))
+            }
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.record_outcome(Outcome::Failure);
+        ctx.end_inflight();
+        // Nothing was sent: a retry elsewhere is safe for any method.
+        e.set_retry(self.may_retry(ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        ctx.end_inflight();
+        if e.esource() == &ErrorSource::Downstream {
+            // The client went away (e.g. closed its connection mid-request): not the
+            // backend's fault, so no outlier failure, and nobody is left to retry for.
+            ctx.excuse_backend();
+            e.set_retry(false);
+            return e;
+        }
+        ctx.record_outcome(Outcome::Failure);
+        let body_sent = ctx.attempt.as_ref().is_some_and(|a| a.body_sent);
+        let retry = failure::safe_to_resend(session, &e, body_sent) && self.may_retry(ctx);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| client::canonical(a.ip()));
+        let hop = forwarding::Hop {
+            peer,
+            peer_trusted: ctx.client.is_some_and(|c| c.peer_trusted),
+            tls: ctx.tls,
+            via: ctx.active.identity.via_for(session.req_header().version),
+        };
+        forwarding::apply(upstream, &hop)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if body.as_ref().is_some_and(|b| !b.is_empty()) {
+            if let Some(a) = &mut ctx.attempt {
+                a.body_sent = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let (Some(a), Some((region, member))) = (&ctx.attempt, ctx.backend()) {
+            let elapsed = now.saturating_duration_since(a.started);
+            region
+                .state
+                .metrics
+                .upstream_latency
+                .observe(elapsed.as_secs_f64());
+            let decay = ctx.snap().config.latency.decay;
+            member.state.latency.observe_response(elapsed, now, decay);
+        }
+        let outcome = if resp.status.is_server_error() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        ctx.record_outcome(outcome);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if self.inst.is_draining() {
+            session.set_keepalive(None);
+        }
+        let config = &ctx.snap().config;
+        if ctx.tls {
+            if let Some(hsts) = &config.listeners.hsts {
+                resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
+            }
+        }
+        if config.steering.expose_headers {
+            if let Some((region, _)) = ctx.backend() {
+                resp.insert_header("x-meridian-region", region.name.as_ref())?;
+            }
+            let country = ctx
+                .location
+                .as_ref()
+                .map_or("unknown", |l| l.country.as_str());
+            resp.insert_header("x-meridian-client-country", country)?;
+        }
+        Ok(())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        // A client that went away is routine, not an error worth a log line each time.
+        error.esource() == &ErrorSource::Downstream
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = failure::status_for(e);
+        failure::respond(session, code, ctx).await;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.end_inflight();
+        let status = session.response_written().map(|r| r.status.as_u16());
+        super::log::count(ctx, status, &self.metrics);
+        if ctx.snap().config.logging.access_log {
+            super::log::access_line(session.req_header(), ctx, status, e);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Steering and ranking, checked region by region.
+
+use super::*;
+use crate::metrics::RoutingMetrics;
+use crate::snapshot::Snapshot;
+use meridian_geoip::Coordinates;
+use meridian_geoip::{country_info, CountryCode, LocationSource, Locator};
+use std::sync::Arc;
+
+const REGIONS: &str = r#"
+[regions.us-east]
+latitude = 39.04
+longitude = -77.49
+backends = [{ address = "127.0.0.1:1001" }]
+
+[regions.eu-west]
+latitude = 53.35
+longitude = -6.26
+backends = [{ address = "127.0.0.1:1002" }]
+
+[regions.eu-central]
+latitude = 50.11
+longitude = 8.68
+backends = [{ address = "127.0.0.1:1003" }]
+
+[regions.ap-southeast]
+latitude = 1.29
+longitude = 103.85
+backends = [{ address = "127.0.0.1:1004" }]
+"#;
+
+fn snapshot(extra: &str) -> Snapshot {
+    let text = format!("[node]\nregion = \"us-east\"\n{extra}\n{REGIONS}");
+    let config = meridian_config::parse(&text, "test.toml", None).unwrap();
+    let locator = Arc::new(Locator::builtin(Vec::new()).unwrap());
+    let snap = Snapshot::build(
+        Arc::new(config),
+        locator,
+        None,
+        &RoutingMetrics::detached(),
+        &Default::default(),
+    );
+    for r in &snap.regions {
+        r.state.publish(0, 1);
+    }
+    snap
+}
+
+fn at(country: &str) -> Location {
+    let cc = CountryCode::parse(country).unwrap();
+    let (continent, coords) = country_info(cc).unwrap();
+    Location {
+        country: cc,
+        continent: Some(continent),
+        coordinates: Some(coords),
+        source: LocationSource::Database,
+    }
+}
+
+fn names(snap: &Snapshot, plan: &Plan) -> Vec<String> {
+    plan.regions
+        .iter()
+        .map(|&i| snap.regions[usize::from(i)].name.to_string())
+        .collect()
+}
+
+#[test]
+fn default_policy_uses_the_map_then_proximity_then_local() {
+    let snap = snapshot(
+        "[steering.countries]\nGB = [\"eu-central\"]\n[steering.continents]\nOC = [\"us-east\"]\n",
+    );
+    let gb = snap.plan(Some(&at("GB")));
+    assert_eq!(names(&snap, &gb)[0], "eu-central", "explicit map wins");
+    assert_eq!(names(&snap, &gb)[1], "eu-west", "then nearest");
+    assert_eq!(
+        names(&snap, &snap.plan(Some(&at("AU"))))[0],
+        "us-east",
+        "continent map"
+    );
+    assert_eq!(
+        names(&snap, &snap.plan(Some(&at("JP")))),
+        ["ap-southeast", "eu-central", "eu-west", "us-east"],
+        "unmapped: by distance from the client"
+    );
+    assert_eq!(
+        names(&snap, &snap.plan(None)),
+        ["us-east", "eu-west", "eu-central", "ap-southeast"],
+        "unknown: local first, then by distance from this node"
+    );
+}
+
+#[test]
+fn residency_never_leaves_the_allowed_regions() {
+    let snap = snapshot(
+        "[steering]\npolicy = \"failover\"\norder = [\"us-east\", \"ap-southeast\"]\n[residency]\ncountries = { DE = [\"eu-central\", \"eu-west\"] }\n",
+    );
+    let de = snap.plan(Some(&at("DE")));
+    assert!(de.restricted);
+    assert_eq!(names(&snap, &de), ["eu-central", "eu-west"]);
+    // Even with both allowed regions down the list does not grow.
+    for r in &snap.regions {
+        r.state.publish(0, 0);
+    }
+    assert_eq!(
+        names(&snap, &snap.plan(Some(&at("DE")))),
+        ["eu-central", "eu-west"]
+    );
+    let us = snap.plan(Some(&at("US")));
+    assert!(!us.restricted);
+    assert_eq!(
+        names(&snap, &us),
+        ["us-east", "ap-southeast"],
+        "failover keeps its fixed order"
+    );
+}
+
+#[test]
+fn proximity_policy_orders_by_distance() {
+    let snap = snapshot("[steering]\npolicy = \"proximity\"\n");
+    assert_eq!(
+        names(&snap, &snap.plan(Some(&at("PL")))),
+        ["eu-central", "eu-west", "us-east", "ap-southeast"]
+    );
+}
+
+#[test]
+fn ranking_keeps_order_within_tolerance_and_demotes_degraded_regions() {
+    let snap = snapshot(
+        "[latency]\ntolerance = \"20ms\"\n[steering.countries]\nFR = [\"eu-west\", \"eu-central\"]\n",
+    );
+    let fr = || names(&snap, &snap.plan(Some(&at("FR"))));
+    // Equal measurements: the map order holds (eu-central is nearer to France, but
+    // within tolerance the steering order wins: no flapping on noise).
+    assert_eq!(fr()[..2], ["eu-west", "eu-central"]);
+    // eu-west measures 10 ms slower: still within the 20 ms tolerance.
+    snap.regions[1].state.publish(10_000, 1);
+    assert_eq!(fr()[..2], ["eu-west", "eu-central"]);
+    // 60 ms slower: degraded beyond tolerance, it loses its place.
+    snap.regions[1].state.publish(60_000, 1);
+    assert_eq!(fr()[..2], ["eu-central", "us-east"]);
+    assert_eq!(fr()[3], "eu-west", "ranked by cost: {:?}", fr());
+    // A region with no usable backend goes last.
+    snap.regions[1].state.publish(0, 1);
+    snap.regions[2].state.publish(0, 0);
+    assert_eq!(*fr().last().unwrap(), "eu-central");
+}
+
+#[test]
+fn precomputed_country_plans_match_computing_them() {
+    let snap = snapshot(
+        "[steering.countries]\nGB = [\"eu-central\"]\n[residency]\ncountries = { DE = [\"eu-central\"] }\n",
+    );
+    // Degrade a region so ranking has work to do on both paths.
+    snap.regions[1].state.publish(80_000, 1);
+    snap.regions[3].state.publish(0, 0);
+    let mut checked = 0;
+    for a in b'A'..=b'Z' {
+        for b in b'A'..=b'Z' {
+            let code: String = [a as char, b as char].iter().collect();
+            let Some(cc) = CountryCode::parse(&code) else {
+                continue;
+            };
+            if country_info(cc).is_none() {
+                continue;
+            }
+            let loc = at(&code);
+            let fast = snap.plan(Some(&loc));
+            let mut slow = steer(snap.view(), Some(&loc));
+            rank(snap.view(), loc.coordinates, &mut slow.regions);
+            assert_eq!(fast.regions, slow.regions, "{code}");
+            assert_eq!(fast.restricted, slow.restricted, "{code}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 240, "{checked}");
+    let mut slow = steer(snap.view(), None);
+    rank(snap.view(), None, &mut slow.regions);
+    assert_eq!(snap.plan(None).regions, slow.regions);
+    // A client with its own coordinates (City database) is computed, not looked up.
+    let mut city = at("US");
+    city.coordinates = Some(Coordinates {
+        latitude: 47.6,
+        longitude: -122.3,
+    });
+    assert!(snap.country_table.get(Some(&city)).is_none());
+}

@@ -1,0 +1,92 @@
+//! What every balancing algorithm sees: the region's [`Member`]s, the request's
+//! [`PickInput`], and the [`Selection`] contract each algorithm implements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::atomic::AtomicUsize;
+use tokio::time::Instant;
+
+use crate::backend::BackendState;
+use crate::health::Health;
+
+/// A backend in a region's pool: shared live state plus the config-derived weight.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Live state (carried across reloads).
+    pub state: Arc<BackendState>,
+    /// Weight from the config.
+    pub weight: u32,
+    /// Preference tier: 0 for primaries; 1 for `backup = true`; an SRV name's priority
+    /// groups add their rank. A tier is used only while no lower one has a usable member.
+    pub tier: u8,
+}
+
+/// A balancing algorithm over one region's members.
+///
+/// Contract: [`Selection::select`] returns the index of a member for which
+/// [`PickInput::eligible`] holds, or `None` when it finds none; it reads only the members'
+/// atomics, the region's `cursor` and the tables the algorithm precomputed when the snapshot
+/// was built, and it never allocates or blocks (it runs once per upstream attempt).
+pub trait Selection {
+    /// Chooses an eligible member.
+    fn select(
+        &self,
+        members: &[Member],
+        cursor: &AtomicUsize,
+        input: &PickInput<'_>,
+    ) -> Option<usize>;
+}
+
+/// What a pick needs to know about the request.
+#[derive(Debug, Clone, Copy)]
+pub struct PickInput<'a> {
+    /// The time of the pick.
+    pub now: Instant,
+    /// EWMA decay window.
+    pub tau: Duration,
+    /// The request's hash key (consistent hashing only).
+    pub hash: Option<u64>,
+    /// Member indices of this pool already tried by this request.
+    pub tried: &'a [u16],
+    /// Panic mode: consider every member, usable or not.
+    pub panic: bool,
+    /// The region has no usable backend yet: backends not probed yet may be tried
+    /// (a fresh process, e.g. during a graceful upgrade, serves before its first probe
+    /// round; a dead one costs a retry, not an error).
+    pub allow_unknown: bool,
+    /// The highest tier that may be picked: the region's lowest tier with a usable member
+    /// ([`crate::snapshot::RegionState::active_tier`]); `u8::MAX` for every tier. When none
+    /// of those is eligible, [`pick`] moves on by itself to the lowest tier that has an
+    /// eligible member (a primary that fell since the last measurement, or one this
+    /// request already tried).
+    pub max_tier: u8,
+}
+
+impl PickInput<'_> {
+    /// Whether member `i` may take this attempt: within the tiers allowed, not tried yet by
+    /// this request, and usable (or any member in panic mode; or not probed yet when the
+    /// region has nothing better).
+    pub fn eligible(&self, members: &[Member], i: usize) -> bool {
+        let s = &members[i].state;
+        members[i].tier <= self.max_tier
+            && !self.tried.contains(&(i as u16))
+            && (self.panic
+                || s.usable(self.now)
+                || (self.allow_unknown
+                    && s.health.get() == Health::Unknown
+                    && !s.outlier.is_ejected(self.now)))
+    }
+}
+
+/// Eligible members from `start`, wrapping around (the cursor-driven algorithms' scan).
+pub(crate) fn from_cursor<'a>(
+    members: &'a [Member],
+    start: usize,
+    input: &'a PickInput<'_>,
+) -> impl Iterator<Item = usize> + 'a {
+    let n = members.len();
+    (0..n)
+        .map(move |k| (start + k) % n)
+        .filter(move |&i| input.eligible(members, i))
+}
