@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use meridian::request::client;
+use meridian::client;
 use meridian::{Active, Instance};
 use meridian_routing::{Health, Pick, Tried};
 use tokio::time::Instant;

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use meridian::request::client;
+use meridian::client;
 use meridian::{Active, Instance};
 use meridian_routing::{Health, Tried};
 use tokio::time::Instant;

@@ -138,14 +138,7 @@ mod tests {
     use super::*;
 
     fn at(country: &str) -> Location {
-        let cc = CountryCode::parse(country).unwrap();
-        let (continent, coords) = country_info(cc).unwrap();
-        Location {
-            country: cc,
-            continent: Some(continent),
-            coordinates: Some(coords),
-            source: LocationSource::Database,
-        }
+        crate::at_centroid(CountryCode::parse(country).unwrap()).unwrap()
     }
 
     #[test]

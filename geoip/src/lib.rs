@@ -25,6 +25,6 @@ mod locator;
 mod record;
 mod types;
 
-pub use centroids::country_info;
+pub use centroids::{at_centroid, country_info};
 pub use locator::{DatabaseInfo, GeoIpError, Locator, Override, DBIP_ATTRIBUTION};
 pub use types::{great_circle_km, Continent, Coordinates, CountryCode, Location, LocationSource};

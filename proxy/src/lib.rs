@@ -10,13 +10,14 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
-pub mod control;
-pub mod demo;
-pub mod edge;
-pub mod health;
-pub mod observe;
-pub mod request;
-pub mod server;
+pub(crate) mod control;
+pub(crate) mod demo;
+pub(crate) mod edge;
+pub(crate) mod health;
+pub(crate) mod observe;
+pub(crate) mod request;
+pub(crate) mod server;
 
 pub use control::instance::{Active, Instance};
+pub use request::client;
 pub use server::{build, ProcessOptions};

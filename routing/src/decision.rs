@@ -120,20 +120,10 @@ fn pick_in(region: &RegionPool, input: &PickInput<'_>) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::health::Health;
-    use crate::metrics::RoutingMetrics;
-    use std::sync::Arc;
 
     fn snapshot() -> Snapshot {
         let text = "[node]\nregion = \"a\"\n[regions.a]\nlatitude = 1.0\nlongitude = 2.0\nbackends = [{ address = \"127.0.0.1:1\" }, { address = \"127.0.0.1:2\" }]\n[regions.b]\nlatitude = 1.0\nlongitude = 3.0\nbackends = [{ address = \"127.0.0.1:3\" }]\n";
-        let config = meridian_config::parse(text, "t.toml", None).unwrap();
-        let locator = Arc::new(meridian_geoip::Locator::builtin(Vec::new()).unwrap());
-        let snap = Snapshot::build(
-            Arc::new(config),
-            locator,
-            None,
-            &RoutingMetrics::detached(),
-            &Default::default(),
-        );
+        let snap = Snapshot::of_text(text);
         for (_, m) in snap.backends() {
             m.state.health.set(Health::Up);
         }

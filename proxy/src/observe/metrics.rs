@@ -4,7 +4,7 @@
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
-pub use meridian_routing::metrics::{counter, counter_vec, gauge, gauge_vec, register};
+pub use meridian_routing::metrics::{counter, counter_vec, gauge, gauge_vec};
 
 /// The text exposition of every metric in `registry`.
 pub fn encode(registry: &Registry) -> Vec<u8> {

@@ -50,17 +50,14 @@ impl CountryTable {
                 let Some(cc) = meridian_geoip::CountryCode::parse(&code) else {
                     continue;
                 };
-                let Some((continent, at)) = meridian_geoip::country_info(cc) else {
+                let Some(loc) = meridian_geoip::at_centroid(cc) else {
                     continue;
                 };
-                let loc = Location {
-                    country: cc,
-                    continent: Some(continent),
-                    coordinates: Some(at),
-                    source: meridian_geoip::LocationSource::Database,
+                let Some(at) = loc.coordinates else {
+                    continue;
                 };
                 countries[slot(cc)] = Some(Precomputed {
-                    continent: Some(continent),
+                    continent: loc.continent,
                     at: Some(at),
                     plan: steer(snap, Some(&loc)),
                     rtt_us: rtts(at),

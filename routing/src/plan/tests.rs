@@ -1,11 +1,9 @@
 //! Steering and ranking, checked region by region.
 
 use super::*;
-use crate::metrics::RoutingMetrics;
 use crate::snapshot::Snapshot;
 use meridian_geoip::Coordinates;
-use meridian_geoip::{country_info, CountryCode, LocationSource, Locator};
-use std::sync::Arc;
+use meridian_geoip::{country_info, CountryCode};
 
 const REGIONS: &str = r#"
 [regions.us-east]
@@ -30,16 +28,7 @@ backends = [{ address = "127.0.0.1:1004" }]
 "#;
 
 fn snapshot(extra: &str) -> Snapshot {
-    let text = format!("[node]\nregion = \"us-east\"\n{extra}\n{REGIONS}");
-    let config = meridian_config::parse(&text, "test.toml", None).unwrap();
-    let locator = Arc::new(Locator::builtin(Vec::new()).unwrap());
-    let snap = Snapshot::build(
-        Arc::new(config),
-        locator,
-        None,
-        &RoutingMetrics::detached(),
-        &Default::default(),
-    );
+    let snap = Snapshot::of_text(&format!("[node]\nregion = \"us-east\"\n{extra}\n{REGIONS}"));
     for r in &snap.regions {
         r.state.publish(0, 1);
     }
@@ -47,14 +36,7 @@ fn snapshot(extra: &str) -> Snapshot {
 }
 
 fn at(country: &str) -> Location {
-    let cc = CountryCode::parse(country).unwrap();
-    let (continent, coords) = country_info(cc).unwrap();
-    Location {
-        country: cc,
-        continent: Some(continent),
-        coordinates: Some(coords),
-        source: LocationSource::Database,
-    }
+    meridian_geoip::at_centroid(CountryCode::parse(country).unwrap()).unwrap()
 }
 
 fn names(snap: &Snapshot, plan: &Plan) -> Vec<String> {

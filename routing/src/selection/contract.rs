@@ -26,16 +26,12 @@ pub struct Member {
 ///
 /// Contract: [`Selection::select`] returns the index of a member for which
 /// [`PickInput::eligible`] holds, or `None` when it finds none; it reads only the members'
-/// atomics, the region's `cursor` and the tables the algorithm precomputed when the snapshot
-/// was built, and it never allocates or blocks (it runs once per upstream attempt).
+/// atomics, the region's rotating cursor `at` and the tables the algorithm precomputed when
+/// the snapshot was built, and it never allocates or blocks (it runs once per upstream
+/// attempt).
 pub trait Selection {
     /// Chooses an eligible member.
-    fn select(
-        &self,
-        members: &[Member],
-        cursor: &AtomicUsize,
-        input: &PickInput<'_>,
-    ) -> Option<usize>;
+    fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize>;
 }
 
 /// What a pick needs to know about the request.

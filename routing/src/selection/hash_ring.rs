@@ -74,12 +74,7 @@ impl HashRing {
 }
 
 impl Selection for HashRing {
-    fn select(
-        &self,
-        members: &[Member],
-        cursor: &AtomicUsize,
-        input: &PickInput<'_>,
-    ) -> Option<usize> {
+    fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
         let ring = &self.ring;
         match input.hash {
             Some(h) if !ring.is_empty() => {
@@ -88,7 +83,7 @@ impl Selection for HashRing {
                     .map(|k| usize::from(ring[(start + k) % ring.len()].1))
                     .find(|&i| input.eligible(members, i))
             }
-            _ => P2c.select(members, cursor, input),
+            _ => P2c.select(members, at, input),
         }
     }
 }

@@ -10,13 +10,8 @@ use super::contract::{from_cursor, Member, PickInput, Selection};
 pub struct LeastConnections;
 
 impl Selection for LeastConnections {
-    fn select(
-        &self,
-        members: &[Member],
-        cursor: &AtomicUsize,
-        input: &PickInput<'_>,
-    ) -> Option<usize> {
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
+    fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
+        let start = at.fetch_add(1, Ordering::Relaxed);
         let load = |i: usize| {
             (f64::from(members[i].state.latency.inflight()) + 1.0) / f64::from(members[i].weight)
         };

@@ -48,18 +48,13 @@ impl Balancer {
 }
 
 impl Selection for Balancer {
-    fn select(
-        &self,
-        members: &[Member],
-        cursor: &AtomicUsize,
-        input: &PickInput<'_>,
-    ) -> Option<usize> {
+    fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
         match self {
-            Balancer::P2c(s) => s.select(members, cursor, input),
-            Balancer::RoundRobin(s) => s.select(members, cursor, input),
-            Balancer::Weighted(s) => s.select(members, cursor, input),
-            Balancer::LeastConnections(s) => s.select(members, cursor, input),
-            Balancer::Hash(s) => s.select(members, cursor, input),
+            Balancer::P2c(s) => s.select(members, at, input),
+            Balancer::RoundRobin(s) => s.select(members, at, input),
+            Balancer::Weighted(s) => s.select(members, at, input),
+            Balancer::LeastConnections(s) => s.select(members, at, input),
+            Balancer::Hash(s) => s.select(members, at, input),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::contract::{Member, PickInput, Selection};
 pub struct P2c;
 
 impl Selection for P2c {
-    fn select(&self, members: &[Member], _: &AtomicUsize, input: &PickInput<'_>) -> Option<usize> {
+    fn select(&self, members: &[Member], _: &AtomicUsize, input: &PickInput) -> Option<usize> {
         let a = random_eligible(members, input, None)?;
         let Some(b) = random_eligible(members, input, Some(a)) else {
             return Some(a);

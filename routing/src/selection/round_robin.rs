@@ -9,13 +9,8 @@ use super::contract::{from_cursor, Member, PickInput, Selection};
 pub struct RoundRobin;
 
 impl Selection for RoundRobin {
-    fn select(
-        &self,
-        members: &[Member],
-        cursor: &AtomicUsize,
-        input: &PickInput<'_>,
-    ) -> Option<usize> {
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
+    fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
+        let start = at.fetch_add(1, Ordering::Relaxed);
         from_cursor(members, start, input).next()
     }
 }

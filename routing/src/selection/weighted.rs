@@ -48,17 +48,12 @@ impl Weighted {
 }
 
 impl Selection for Weighted {
-    fn select(
-        &self,
-        members: &[Member],
-        cursor: &AtomicUsize,
-        input: &PickInput<'_>,
-    ) -> Option<usize> {
+    fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
         let len = self.seq.len();
         if len == 0 {
             return None;
         }
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
+        let start = at.fetch_add(1, Ordering::Relaxed);
         (0..len)
             .map(|k| usize::from(self.seq[(start + k) % len]))
             .find(|&i| input.eligible(members, i))

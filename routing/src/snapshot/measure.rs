@@ -72,22 +72,12 @@ impl Snapshot {
 mod tests {
     use super::super::RegionPool;
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn the_tier_in_use_and_its_counts_follow_health() {
         use crate::health::Health;
         let text = "[node]\nregion = \"a\"\n[regions.a]\nlatitude = 1.0\nlongitude = 2.0\nbackends = [\n  { address = \"127.0.0.1:1\" },\n  { address = \"127.0.0.1:2\" },\n  { address = \"127.0.0.1:3\", backup = true },\n]\n[regions.b]\nlatitude = 1.0\nlongitude = 3.0\nbackends = [{ address = \"127.0.0.1:4\" }, { address = \"127.0.0.1:5\" }]\n";
-        let config = meridian_config::parse(text, "t.toml", None).unwrap();
-        let locator = Arc::new(meridian_geoip::Locator::builtin(Vec::new()).unwrap());
-        let metrics = crate::metrics::RoutingMetrics::detached();
-        let snap = Snapshot::build(
-            Arc::new(config),
-            locator,
-            None,
-            &metrics,
-            &Default::default(),
-        );
+        let snap = Snapshot::of_text(text);
         let (a, b) = (&snap.regions[0], &snap.regions[1]);
         let set = |r: &RegionPool, health: &[Health]| {
             for (m, h) in r.members.iter().zip(health) {

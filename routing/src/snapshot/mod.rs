@@ -272,6 +272,21 @@ impl Snapshot {
         }
     }
 
+    /// A snapshot of config `text` with the built-in GeoIP database and no DNS answers
+    /// (unit tests).
+    #[cfg(test)]
+    pub(crate) fn of_text(text: &str) -> Snapshot {
+        let config = meridian_config::parse(text, "test.toml", None).expect("valid config");
+        let locator = Arc::new(Locator::builtin(Vec::new()).expect("built-in database"));
+        Snapshot::build(
+            Arc::new(config),
+            locator,
+            None,
+            &RoutingMetrics::detached(),
+            &Answers::new(),
+        )
+    }
+
     /// Looks a region up by name.
     pub fn region_index(&self, name: &str) -> Option<usize> {
         self.regions.iter().position(|r| &*r.name == name)

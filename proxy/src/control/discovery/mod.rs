@@ -43,11 +43,9 @@ use crate::observe::metrics::{counter_vec, gauge_vec};
 pub mod resolve;
 pub mod state;
 
-pub use state::{DnsState, NameState};
+pub use state::DnsState;
 
-pub use resolve::{
-    refresh_after, resolve, resolver, Answer, DiscoveryError, Resolved, MAX_ADDRESSES, MAX_WEIGHT,
-};
+use resolve::{refresh_after, resolve, resolver, Answer, DiscoveryError};
 
 /// Names resolved at the same time.
 const PARALLEL_NAMES: usize = 8;
@@ -321,7 +319,6 @@ impl BackgroundService for Discovery {
                 }
             }
             if state.attempted_all(&wanted) {
-                state.first_round_done_now();
                 inst.readiness.mark(Condition::Resolved);
             }
             // Wake for the next scheduled name; names waiting for a free slot start when a

@@ -2,7 +2,6 @@
 //! attempt's outcome, shared by the discovery service, snapshot builds and `/status`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -38,7 +37,6 @@ pub struct NameState {
 #[derive(Debug, Default)]
 pub struct DnsState {
     names: Mutex<BTreeMap<BackendAddress, NameState>>,
-    first_round: AtomicBool,
 }
 
 impl DnsState {
@@ -62,15 +60,7 @@ impl DnsState {
             .unwrap_or_default()
     }
 
-    /// Records that every configured name has been tried at least once.
-    pub(super) fn first_round_done_now(&self) {
-        self.first_round.store(true, Ordering::Relaxed);
-    }
 
-    /// Whether every configured name has been tried at least once.
-    pub fn first_round_done(&self) -> bool {
-        self.first_round.load(Ordering::Relaxed)
-    }
 
     /// Records an attempt and when the next one is due; returns whether the last good
     /// answer changed.

@@ -12,5 +12,5 @@ pub mod reloader;
 pub mod triggers;
 pub mod watch;
 
-pub use reloader::{ReloadError, ReloadOutcome, ReloadRecord, ReloadResult, Reloader, Trigger};
+pub use reloader::{ReloadError, ReloadOutcome, ReloadResult, Reloader, Trigger};
 pub use triggers::ReloadTriggers;
