@@ -20,10 +20,11 @@ use serde_json::Value;
 use server::{srv, TestDns};
 use status::*;
 
-/// The `[dns]` table: the test server, short TTL bounds by default.
+/// The `[dns]` table: the test server, short TTL bounds by default; the test backends
+/// live on loopback, which DNS answers may only name with `allow_loopback`.
 fn dns_table(dns: SocketAddr, min_ttl: &str, max_ttl: &str, timeout: &str) -> String {
     format!(
-        "\n[dns]\nnameservers = [\"{dns}\"]\nmin_ttl = \"{min_ttl}\"\nmax_ttl = \"{max_ttl}\"\ntimeout = \"{timeout}\"\n"
+        "\n[dns]\nnameservers = [\"{dns}\"]\nmin_ttl = \"{min_ttl}\"\nmax_ttl = \"{max_ttl}\"\ntimeout = \"{timeout}\"\nallow_loopback = true\n"
     )
 }
 

@@ -389,6 +389,64 @@ pub(crate) fn choice<'a>(text: &str, choices: &[&'a str], what: &str) -> Result<
     }
 }
 
+/// An admin API token: at least 16 visible ASCII characters (it goes in an HTTP header).
+pub(crate) fn admin_token(text: &str) -> Result<String, Problem> {
+    if text.len() < 16 {
+        return Err(Problem::hinted(
+            "the admin token is too short (at least 16 characters)",
+            "generate one with `openssl rand -hex 32`",
+        ));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the admin token must be visible ASCII without spaces".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A size in bytes: `"32KiB"`, `"1 MiB"`, `"2GB"`, `"512"` (SI and binary units, `B`
+/// optional; case-insensitive).
+pub(crate) fn size(text: &str) -> Result<u64, Problem> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim());
+    let bad = || {
+        Problem::hinted(
+            format!("invalid size \"{text}\""),
+            "use a number of bytes or a number and a unit such as \"32KiB\", \"10MiB\" or \"1GB\"",
+        )
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let factor: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || bytes > 1e18 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// A size in bytes, shown with the largest binary unit that divides it.
+pub(crate) fn show_size(bytes: u64) -> String {
+    for (unit, f) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= f && bytes.is_multiple_of(f) {
+            return format!("{}{unit}", bytes / f);
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// The hint for wildcards that are too broad.
 const BROAD_WILDCARD_HINT: &str =
     "a wildcard needs at least two labels after \"*.\", e.g. \"*.example.com\"";

@@ -101,6 +101,8 @@ pub(crate) struct FileConfig {
     pub retry: RetryFile,
     pub reload: ReloadFile,
     pub dns: DnsFile,
+    pub limits: LimitsFile,
+    pub admin: AdminFile,
 }
 
 /// `[node]`
@@ -163,6 +165,65 @@ pub(crate) struct TimeoutsFile {
     pub write: Option<S<String>>,
     pub idle: Option<S<String>>,
     pub downstream_idle: Option<S<String>>,
+    pub first_byte: Option<S<String>>,
+    pub request_header: Option<S<String>>,
+    pub client_write: Option<S<String>>,
+    pub h2_idle: Option<S<String>>,
+    pub shutdown_grace: Option<S<String>>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct LimitsFile {
+    pub max_header_size: Option<S<Size>>,
+    pub max_body_size: Option<S<Size>>,
+    pub max_connections: Option<S<i64>>,
+    pub max_connections_per_ip: Option<S<i64>>,
+    pub max_requests_per_connection: Option<S<i64>>,
+    pub max_concurrent_streams: Option<S<i64>>,
+    pub max_inflight: Option<S<i64>>,
+    pub max_memory: Option<S<Size>>,
+}
+
+/// A size: a byte count, or a string with a unit (`"32KiB"`, `"1 MiB"`, `"1GB"`).
+#[derive(Debug, Clone)]
+pub(crate) enum Size {
+    /// A plain number of bytes.
+    Bytes(i64),
+    /// A number and a unit.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size: a number of bytes or a string such as \"32KiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                Ok(Size::Bytes(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Ok(Size::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct AdminFile {
+    pub token: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+    pub hosts: Option<S<Vec<S<String>>>>,
 }
 
 /// `[logging]`
@@ -245,6 +306,7 @@ pub(crate) struct DnsFile {
     pub min_ttl: Option<S<String>>,
     pub max_ttl: Option<S<String>>,
     pub timeout: Option<S<String>>,
+    pub allow_loopback: Option<bool>,
 }
 
 /// `[geoip]`
@@ -312,6 +374,7 @@ pub(crate) struct OutlierFile {
     pub base_ejection: Option<S<String>>,
     pub max_ejection: Option<S<String>>,
     pub panic_threshold: Option<S<i64>>,
+    pub max_ejection_percent: Option<S<i64>>,
 }
 
 /// `[retry]`
@@ -353,7 +416,9 @@ table_only!(
     LatencyFile,
     OutlierFile,
     RetryFile,
-    ReloadFile
+    ReloadFile,
+    LimitsFile,
+    AdminFile
 );
 
 /// A table with arbitrary keys, in file order.

@@ -27,6 +27,7 @@ mod context;
 mod error;
 mod file;
 mod file_errors;
+mod limits;
 pub mod model;
 mod regions;
 mod removal;

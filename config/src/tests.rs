@@ -63,6 +63,11 @@ fn minimal_file_gets_all_defaults() {
             write: Duration::from_secs(30),
             idle: Duration::from_secs(60),
             downstream_idle: Duration::from_secs(60),
+            first_byte: Duration::from_secs(10),
+            request_header: Duration::from_secs(10),
+            client_write: Duration::from_secs(60),
+            h2_idle: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(60),
         },
         logging: Logging {
             level: "info".to_owned(),
@@ -109,6 +114,7 @@ fn minimal_file_gets_all_defaults() {
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(300),
             panic_threshold: None,
+            max_ejection_percent: 10,
         },
         retry: Retry {
             attempts: 2,
@@ -125,7 +131,19 @@ fn minimal_file_gets_all_defaults() {
             min_ttl: Duration::from_secs(5),
             max_ttl: Duration::from_secs(300),
             timeout: Duration::from_secs(2),
+            allow_loopback: false,
         },
+        limits: Limits {
+            max_header_size: 32 * 1024,
+            max_body_size: Some(1 << 30),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_requests_per_connection: 1_000,
+            max_concurrent_streams: 128,
+            max_inflight: 10_000,
+            max_memory: None,
+        },
+        admin: Admin::default(),
     };
     assert_eq!(config, expected);
     assert_eq!(config.local_region_index(), 0);
@@ -280,6 +298,11 @@ fn full_file_maps_every_key() {
             write: Duration::from_secs(11),
             idle: Duration::from_secs(90),
             downstream_idle: Duration::from_secs(120),
+            first_byte: Duration::from_secs(10),
+            request_header: Duration::from_secs(10),
+            client_write: Duration::from_secs(60),
+            h2_idle: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(60),
         }
     );
     assert_eq!(
@@ -406,6 +429,7 @@ fn full_file_maps_every_key() {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(600),
             panic_threshold: Some(40),
+            max_ejection_percent: 10,
         }
     );
     assert_eq!(

@@ -8,9 +8,9 @@ use crate::checks::{self, Problem};
 use crate::context::{Cx, Min};
 use crate::file::{self, FileConfig, S};
 use crate::model::{
-    Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry, Timeouts,
+    Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry,
 };
-use crate::{regions, routing, tls};
+use crate::{limits, regions, routing, tls};
 
 /// The longest ejection (`outlier.base_ejection`, `outlier.max_ejection`). The proxy keeps
 /// ejection deadlines as 32-bit millisecond stamps and reads their differences as signed,
@@ -45,7 +45,7 @@ pub(crate) fn validate(
     let node = node(cx, &file.node, &names);
     let listeners = listeners(cx, &file.listeners);
     let threads = threads(cx, file.threads.as_ref());
-    let timeouts = timeouts(cx, &file.timeouts);
+    let timeouts = limits::timeouts(cx, &file.timeouts);
     let logging = logging(cx, &file.logging);
     let geoip = routing::geoip(cx, &file.geoip, base_dir);
     let client = routing::client(cx, &file.client);
@@ -56,6 +56,8 @@ pub(crate) fn validate(
     let retry = retry(cx, &file.retry);
     let reload = reload(cx, &file.reload);
     let dns = dns(cx, &file.dns);
+    let limits = limits::limits(cx, &file.limits);
+    let admin = limits::admin(cx, &file.admin, Some(listeners.admin));
     if !cx.errors.is_empty() {
         return None;
     }
@@ -75,6 +77,8 @@ pub(crate) fn validate(
         retry,
         reload,
         dns,
+        limits,
+        admin,
     })
 }
 
@@ -147,6 +151,7 @@ fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
         min_ttl: min.unwrap_or(min_default),
         max_ttl: max.unwrap_or(max_default),
         timeout,
+        allow_loopback: file.allow_loopback.unwrap_or(false),
     }
 }
 
@@ -299,21 +304,6 @@ fn threads(cx: &mut Cx<'_>, value: Option<&S<i64>>) -> usize {
     usize::try_from(threads).unwrap_or(1)
 }
 
-fn timeouts(cx: &mut Cx<'_>, file: &file::TimeoutsFile) -> Timeouts {
-    let mut d = |value: &Option<S<String>>, field: &str, default: u64| {
-        let default = Duration::from_secs(default);
-        cx.duration(value.as_ref(), field, default, Min::Positive)
-            .unwrap_or(default)
-    };
-    Timeouts {
-        connect: d(&file.connect, "timeouts.connect", 2),
-        read: d(&file.read, "timeouts.read", 30),
-        write: d(&file.write, "timeouts.write", 30),
-        idle: d(&file.idle, "timeouts.idle", 60),
-        downstream_idle: d(&file.downstream_idle, "timeouts.downstream_idle", 60),
-    }
-}
-
 fn logging(cx: &mut Cx<'_>, file: &file::LoggingFile) -> Logging {
     let level = match &file.level {
         Some(level) => cx
@@ -425,6 +415,15 @@ fn outlier(cx: &mut Cx<'_>, file: &file::OutlierFile) -> Outlier {
         base_ejection: base.unwrap_or(base_default),
         max_ejection: max.unwrap_or(max_default),
         panic_threshold,
+        max_ejection_percent: cx
+            .int(
+                file.max_ejection_percent.as_ref(),
+                "outlier.max_ejection_percent",
+                10,
+                0..=100,
+            )
+            .and_then(|p| u8::try_from(p).ok())
+            .unwrap_or(10),
     }
 }
 

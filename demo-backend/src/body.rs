@@ -60,3 +60,51 @@ impl Body for PatternBody {
         SizeHint::with_exact(self.remaining)
     }
 }
+
+/// `/drip/COUNT/MS`: `COUNT` server-sent events (`data: N\n\n`), one every `MS` ms, the
+/// first at once; no length, so the proxy must pass each one on as it comes.
+pub(crate) struct DripBody {
+    sent: u32,
+    count: u32,
+    every: std::time::Duration,
+    next: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DripBody {
+    pub(crate) fn new(count: u32, every: std::time::Duration) -> Self {
+        Self {
+            sent: 0,
+            count,
+            every,
+            next: None,
+        }
+    }
+}
+
+impl Body for DripBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent >= self.count {
+            return Poll::Ready(None);
+        }
+        if let Some(sleep) = self.next.as_mut() {
+            if std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let every = self.every;
+        self.next = Some(Box::pin(tokio::time::sleep(every)));
+        self.sent += 1;
+        let event = format!("data: {}\n\n", self.sent);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.count
+    }
+}

@@ -14,6 +14,7 @@
 //! | `/bytes/N`    | `N` bytes of `abc…xyzabc…` (N ≤ 64 MiB)                         |
 //! | `/status/NNN` | status `NNN` with body `status NNN\n`                           |
 //! | `/delay/MS`   | sleeps `MS` ms (≤ 60000), then answers like `/`                 |
+//! | `/drip/N/MS`  | `N` server-sent events `data: i`, one every `MS` ms, no length  |
 //! | anything else | `200 hello from <name> in <region>\n`                          |
 
 mod body;

@@ -13,7 +13,7 @@ use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use crate::body::PatternBody;
+use crate::body::{DripBody, PatternBody};
 use crate::Shared;
 
 /// Response body type of every endpoint.
@@ -95,6 +95,21 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<RespBody> {
         return match code.parse::<u16>().ok().and_then(valid_status) {
             Some(status) => text(status, format!("status {}\n", status.as_u16())),
             None => bad_request("/status/NNN needs 200 <= NNN <= 599"),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/drip/") {
+        let parsed = rest
+            .split_once('/')
+            .and_then(|(n, ms)| Some((n.parse::<u32>().ok()?, ms.parse::<u64>().ok()?)));
+        return match parsed {
+            Some((n, ms)) if n <= 100_000 && ms <= MAX_DELAY_MS => {
+                let body = DripBody::new(n, Duration::from_millis(ms));
+                let mut resp = Response::new(body.boxed());
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                resp
+            }
+            _ => bad_request("/drip/COUNT/MS needs COUNT <= 100000 and MS <= 60000"),
         };
     }
     if let Some(ms) = path.strip_prefix("/delay/") {

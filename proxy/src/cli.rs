@@ -39,9 +39,10 @@ pub enum Command {
         /// PID file.
         #[arg(long, default_value = "/run/meridian/meridian.pid")]
         pid_file: String,
-        /// Seconds in-flight requests get to finish after SIGTERM or SIGQUIT.
-        #[arg(long, default_value_t = 5)]
-        grace_period: u64,
+        /// Seconds in-flight requests get to finish after SIGTERM, SIGQUIT or SIGUSR2
+        /// (default: `timeouts.shutdown_grace` of the config).
+        #[arg(long)]
+        grace_period: Option<u64>,
     },
     /// Validate config files like `nginx -t`: exit 0 with a summary, or 1 with every error.
     Check {
@@ -153,7 +154,7 @@ pub fn main() -> ExitCode {
                 upgrade,
                 upgrade_sock,
                 pid_file,
-                grace_period_secs: grace_period,
+                grace_period: grace_period.map(std::time::Duration::from_secs),
             };
             tracing::info!(config = %config.display(), version = env!("CARGO_PKG_VERSION"), "meridian starting");
             // `build` returns once the listening sockets are held (after the handover in an

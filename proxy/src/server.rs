@@ -2,7 +2,8 @@
 //! redirect listeners, and the background services (prober, DNS discovery, reload
 //! triggers, readiness, watchdog), all sharing one [`Instance`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -11,6 +12,7 @@ use pingora::services::listening::Service;
 
 use crate::control::discovery::{Discovery, DnsState, Rebuilds};
 use crate::control::instance::Instance;
+use crate::control::overload::Sampler;
 use crate::control::readiness::ReadinessService;
 use crate::control::reload::{ReloadTriggers, Reloader};
 use crate::control::systemd;
@@ -30,8 +32,9 @@ pub struct ProcessOptions {
     pub upgrade_sock: String,
     /// PID file.
     pub pid_file: String,
-    /// Seconds to keep serving in-flight requests after SIGTERM / SIGQUIT.
-    pub grace_period_secs: u64,
+    /// How long in-flight requests get to finish after SIGTERM / SIGQUIT / SIGUSR2; `None`:
+    /// `timeouts.shutdown_grace` of the config in use at that moment.
+    pub grace_period: Option<Duration>,
 }
 
 impl Default for ProcessOptions {
@@ -40,8 +43,43 @@ impl Default for ProcessOptions {
             upgrade: false,
             upgrade_sock: "/tmp/meridian-upgrade.sock".into(),
             pid_file: "/tmp/meridian.pid".into(),
-            grace_period_secs: 5,
+            grace_period: None,
         }
+    }
+}
+
+/// The longest grace the config allows (`timeouts.shutdown_grace`).
+const MAX_GRACE: Duration = Duration::from_secs(3600);
+
+/// Ends the grace period of a graceful stop or upgrade as soon as no request is in flight,
+/// or when the grace (`override_grace`, else the config's `timeouts.shutdown_grace`) is
+/// over, saying in the log what it cut.
+fn grace_period_done(
+    inst: Arc<Instance>,
+    override_grace: Option<Duration>,
+) -> impl Fn() -> bool + Send + Sync + 'static {
+    let started = OnceLock::new();
+    move || {
+        let start = *started.get_or_init(Instant::now);
+        let inflight = inst.overload.inflight();
+        if inflight == 0 {
+            tracing::info!(
+                waited_ms = start.elapsed().as_millis() as u64,
+                "graceful stop: every in-flight request finished"
+            );
+            return true;
+        }
+        let grace =
+            override_grace.unwrap_or_else(|| inst.active().routing.config.timeouts.shutdown_grace);
+        if start.elapsed() >= grace {
+            tracing::warn!(
+                inflight,
+                grace_s = grace.as_secs_f64(),
+                "graceful stop: grace period over; cutting the requests still in flight"
+            );
+            return true;
+        }
+        false
     }
 }
 
@@ -60,8 +98,11 @@ fn pingora_server(threads: usize, opts: &ProcessOptions) -> Server {
         threads,
         pid_file: opts.pid_file.clone(),
         upgrade_sock: opts.upgrade_sock.clone(),
-        grace_period_seconds: Some(opts.grace_period_secs),
-        graceful_shutdown_timeout_seconds: Some(opts.grace_period_secs),
+        // The ceiling: the grace really ends when the last request is done or the
+        // configured grace is over (see `grace_period_done`).
+        grace_period_seconds: Some(opts.grace_period.unwrap_or(MAX_GRACE).as_secs().max(1)),
+        // Only bounds blocking threads once the grace is over; requests are done by then.
+        graceful_shutdown_timeout_seconds: Some(1),
         // Our own retry budget (`retry.attempts`) decides; this is only pingora's ceiling.
         max_retries: 16,
         upstream_keepalive_pool_size: 1024,
@@ -111,6 +152,12 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, CertE
         dns.clone(),
         certs.clone(),
     ));
+    if !cfg.listeners.admin.ip().is_loopback() {
+        tracing::warn!(
+            admin = %cfg.listeners.admin,
+            "the admin API listens beyond loopback: reads are open to anyone who can reach it; changes need admin.token"
+        );
+    }
     let mut server = pingora_server(cfg.threads, opts);
     let conf = server.configuration.clone();
     let metrics = RequestMetrics::register(&inst.registry);
@@ -139,6 +186,11 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, CertE
         ReloadTriggers::new(reloader, rebuild_requests),
     ));
     server.add_service(background_service("watchdog", Watchdog));
+    server.add_service(background_service(
+        "overload sampler",
+        Sampler(inst.overload.clone()),
+    ));
+    server.set_grace_period_done(grace_period_done(inst.clone(), opts.grace_period));
     server.add_service(background_service(
         "readiness",
         ReadinessService::new(inst.readiness.clone(), cfg),

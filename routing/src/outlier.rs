@@ -42,7 +42,10 @@ impl Outlier {
         until != 0 && (until.wrapping_sub(now_ms(now)) as i32) > 0
     }
 
-    /// Records a request outcome. Returns the ejection time if this outcome ejected the backend.
+    /// Records a request outcome. Returns the ejection time if this outcome ejected the
+    /// backend. When the failures reach `threshold`, `may_eject` says whether the region
+    /// can lose the backend now (`max_ejection_percent`); if not, the failures stay counted
+    /// and the next one asks again.
     pub fn record(
         &self,
         outcome: Outcome,
@@ -50,6 +53,7 @@ impl Outlier {
         threshold: u32,
         base: Duration,
         max: Duration,
+        may_eject: impl FnOnce() -> bool,
     ) -> Option<Duration> {
         match outcome {
             Outcome::Success => {
@@ -63,7 +67,7 @@ impl Outlier {
                     return None;
                 }
                 let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if n < threshold {
+                if n < threshold || !may_eject() {
                     return None;
                 }
                 self.failures.store(0, Ordering::Relaxed);
@@ -122,9 +126,15 @@ mod tests {
         let o = Outlier::default();
         let now = Instant::now;
         for _ in 0..4 {
-            assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), None);
+            assert_eq!(
+                o.record(Outcome::Failure, now(), 5, BASE, MAX, || true),
+                None
+            );
         }
-        assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), Some(BASE));
+        assert_eq!(
+            o.record(Outcome::Failure, now(), 5, BASE, MAX, || true),
+            Some(BASE)
+        );
         assert!(o.is_ejected(now()));
         tokio::time::advance(BASE - Duration::from_millis(5)).await;
         assert!(o.is_ejected(now()));
@@ -132,7 +142,7 @@ mod tests {
         assert!(!o.is_ejected(now()), "ejection over");
         // Second ejection doubles, third is capped.
         for _ in 0..5 {
-            o.record(Outcome::Failure, now(), 5, BASE, MAX);
+            o.record(Outcome::Failure, now(), 5, BASE, MAX, || true);
         }
         assert!(o.is_ejected(now()));
         tokio::time::advance(BASE * 2 - Duration::from_millis(5)).await;
@@ -140,10 +150,31 @@ mod tests {
         tokio::time::advance(Duration::from_millis(10)).await;
         let mut last = None;
         for _ in 0..5 {
-            last = o.record(Outcome::Failure, now(), 5, BASE, MAX);
+            last = o.record(Outcome::Failure, now(), 5, BASE, MAX, || true);
         }
         assert_eq!(last, Some(MAX), "40s capped at 35s");
         assert_eq!(o.streak(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_region_that_cannot_lose_the_backend_keeps_it_and_asks_again() {
+        let o = Outlier::default();
+        let now = Instant::now;
+        for _ in 0..4 {
+            assert_eq!(
+                o.record(Outcome::Failure, now(), 3, BASE, MAX, || false),
+                None
+            );
+        }
+        assert!(
+            !o.is_ejected(now()),
+            "refused: max_ejection_percent reached"
+        );
+        assert_eq!(
+            o.record(Outcome::Failure, now(), 3, BASE, MAX, || true),
+            Some(BASE),
+            "the next failure asks again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -151,11 +182,14 @@ mod tests {
         let o = Outlier::default();
         let now = Instant::now;
         for _ in 0..4 {
-            o.record(Outcome::Failure, now(), 5, BASE, MAX);
+            o.record(Outcome::Failure, now(), 5, BASE, MAX, || true);
         }
-        o.record(Outcome::Success, now(), 5, BASE, MAX);
+        o.record(Outcome::Success, now(), 5, BASE, MAX, || true);
         for _ in 0..4 {
-            assert_eq!(o.record(Outcome::Failure, now(), 5, BASE, MAX), None);
+            assert_eq!(
+                o.record(Outcome::Failure, now(), 5, BASE, MAX, || true),
+                None
+            );
         }
         assert!(!o.is_ejected(now()));
     }
@@ -165,22 +199,31 @@ mod tests {
         let o = Outlier::default();
         let now = Instant::now;
         for _ in 0..3 {
-            o.record(Outcome::Failure, now(), 3, BASE, MAX);
+            o.record(Outcome::Failure, now(), 3, BASE, MAX, || true);
         }
         assert!(o.is_ejected(now()));
         // Requests already in flight fail while it is out.
         for _ in 0..10 {
-            assert_eq!(o.record(Outcome::Failure, now(), 3, BASE, MAX), None);
+            assert_eq!(
+                o.record(Outcome::Failure, now(), 3, BASE, MAX, || true),
+                None
+            );
         }
         tokio::time::advance(BASE).await;
         o.probe_ok(now(), MAX);
         assert!(!o.is_ejected(now()));
         // Back in: one or two failures are not enough, the third ejects again.
-        assert_eq!(o.record(Outcome::Failure, now(), 3, BASE, MAX), None);
-        assert_eq!(o.record(Outcome::Failure, now(), 3, BASE, MAX), None);
+        assert_eq!(
+            o.record(Outcome::Failure, now(), 3, BASE, MAX, || true),
+            None
+        );
+        assert_eq!(
+            o.record(Outcome::Failure, now(), 3, BASE, MAX, || true),
+            None
+        );
         assert!(!o.is_ejected(now()));
         assert_eq!(
-            o.record(Outcome::Failure, now(), 3, BASE, MAX),
+            o.record(Outcome::Failure, now(), 3, BASE, MAX, || true),
             Some(BASE * 2)
         );
     }
@@ -189,7 +232,7 @@ mod tests {
     async fn probe_readmits_after_half_the_ejection() {
         let o = Outlier::default();
         let now = Instant::now;
-        o.record(Outcome::Failure, now(), 1, BASE, MAX);
+        o.record(Outcome::Failure, now(), 1, BASE, MAX, || true);
         assert!(o.is_ejected(now()));
         tokio::time::advance(Duration::from_secs(2)).await;
         o.probe_ok(now(), MAX);

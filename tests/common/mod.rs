@@ -62,8 +62,19 @@ pub struct Meridian {
     pub listen: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// How the processes are started (environment, a wrapping command, the grace).
+    pub launch: Launch,
+}
+
+/// How `meridian run` is started.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
     /// Extra environment of the processes started (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// A command the process is started under (e.g. `prlimit --nofile=200:200 --`).
+    pub prefix: Vec<String>,
+    /// `--grace-period` in seconds (2 when `None`).
+    pub grace_period: Option<u64>,
 }
 
 /// Standard top of a test config: node, listeners, fast health checks.
@@ -123,6 +134,20 @@ impl Meridian {
         admin: SocketAddr,
         env: Vec<(String, String)>,
     ) -> Meridian {
+        let launch = Launch {
+            env,
+            ..Launch::default()
+        };
+        Meridian::start_with(config, listen, admin, launch)
+    }
+
+    /// Like [`Meridian::start_ready`], started as `launch` says.
+    pub fn start_with(
+        config: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        launch: Launch,
+    ) -> Meridian {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("meridian.toml");
         std::fs::write(&path, config).expect("write config");
@@ -132,7 +157,7 @@ impl Meridian {
             dir,
             listen,
             admin,
-            env,
+            launch,
         };
         m.spawn(false);
         m.wait_ready(Duration::from_secs(30));
@@ -175,7 +200,14 @@ impl Meridian {
             .append(true)
             .open(self.dir.path().join("meridian.log"))
             .expect("log file");
-        let mut cmd = Command::new(meridian_bin());
+        let mut cmd = match self.launch.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(meridian_bin());
+                c
+            }
+            None => Command::new(meridian_bin()),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -184,8 +216,8 @@ impl Meridian {
             .arg("--upgrade-sock")
             .arg(self.dir.path().join("upgrade.sock"))
             .arg("--grace-period")
-            .arg("2")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg(self.launch.grace_period.unwrap_or(2).to_string())
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log);

@@ -14,6 +14,7 @@ use meridian_routing::{RoutingMetrics, Snapshot};
 use prometheus::{IntGauge, Registry};
 use tokio::sync::watch;
 
+use super::overload::Overload;
 use super::readiness::Readiness;
 use crate::observe::metrics::gauge;
 use crate::request::forwarding::Identity;
@@ -114,6 +115,8 @@ pub struct Instance {
     pub started_at: SystemTime,
     /// Retries left across all requests (survives reloads).
     pub retry_budget: RetryBudget,
+    /// Requests in flight and memory: when to shed, when a graceful stop is done.
+    pub overload: Arc<Overload>,
 }
 
 impl Instance {
@@ -136,16 +139,18 @@ impl Instance {
         );
         generation.set(active.routing.generation as i64);
         let (changed, _) = watch::channel(active.routing.generation);
+        let overload = Arc::new(Overload::new(&registry));
         Ok(Arc::new(Instance {
             active: ArcSwap::from_pointee(active),
             changed,
-            registry,
             routing_metrics,
             generation,
             readiness: Arc::new(Readiness::default()),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),
             retry_budget: RetryBudget::default(),
+            overload,
+            registry,
         }))
     }
 

@@ -16,6 +16,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
+use super::limits::{ConnLimits, ConnTable};
 use super::proxy_protocol::ProxyProtocol;
 use super::tls::CertResolver;
 use crate::control::instance::Instance;
@@ -38,29 +39,56 @@ fn plain(addr: &SocketAddr) -> ListenerConfig {
         .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
+/// The HTTP server options of the proxy's listeners (limits that need a restart to change).
+fn server_options(config: &Config) -> HttpServerOptions {
+    let (t, l) = (&config.timeouts, &config.limits);
+    let mut http = HttpServerOptions::default();
+    http.h2c = true;
+    http.first_byte_timeout = Some(t.first_byte);
+    http.header_timeout = Some(t.request_header);
+    http.max_header_size = Some(l.max_header_size);
+    http.h2_idle_timeout = Some(t.h2_idle);
+    // pingora counts reuses: a limit of n - 1 reuses serves n requests.
+    http.keepalive_request_limit = Some(l.max_requests_per_connection.saturating_sub(1));
+    http
+}
+
+/// HTTP/2 settings of the proxy's listeners: pingora's defaults with Meridian's limits.
+fn h2_options(config: &Config) -> pingora::protocols::http::v2::server::H2Options {
+    let l = &config.limits;
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(l.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(l.max_header_size).unwrap_or(u32::MAX));
+    h2
+}
+
 /// What every proxy app is built from.
 struct Apps<'a> {
     conf: &'a Arc<ServerConf>,
     inst: &'a Arc<Instance>,
+    config: &'a Config,
     metrics: &'a RequestMetrics,
+    conns: Arc<ConnTable>,
 }
 
+/// The proxy app with its connection caps.
+type Capped = ConnLimits<HttpProxy<MeridianProxy>>;
+
 impl Apps<'_> {
-    /// A fresh proxy app (pingora wants one per service).
-    fn proxy(&self) -> HttpProxy<MeridianProxy> {
+    /// A fresh proxy app (pingora wants one per service), behind the connection caps.
+    fn proxy(&self) -> Capped {
         let service = MeridianProxy::new(self.inst.clone(), self.metrics.clone());
         let mut app = pingora::proxy::http_proxy(self.conf, service);
-        let mut http = HttpServerOptions::default();
-        http.h2c = true;
-        app.server_options = Some(http);
-        app
+        app.server_options = Some(server_options(self.config));
+        app.h2_options = Some(h2_options(self.config));
+        ConnLimits::new(app, self.inst.clone(), self.conns.clone())
     }
 
     /// A proxy app behind the PROXY protocol (then TLS, with `tls`).
     fn behind_proxy_protocol(
         &self,
         tls: Option<pingora::listeners::tls::Acceptor>,
-    ) -> ProxyProtocol<HttpProxy<MeridianProxy>> {
+    ) -> ProxyProtocol<Capped> {
         let refused = self.metrics.bad_client_header.clone();
         match tls {
             None => ProxyProtocol::new(self.proxy(), self.inst.clone(), refused),
@@ -97,7 +125,9 @@ pub fn add_proxy(
     let apps = Apps {
         conf,
         inst,
+        config,
         metrics,
+        conns: ConnTable::new(&inst.registry),
     };
     let mut proxy = Service::new("meridian proxy".to_string(), apps.proxy());
     let mut proxy_used = false;

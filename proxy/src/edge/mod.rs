@@ -1,7 +1,8 @@
 //! The edge: where connections arrive. Listeners and their socket settings
-//! ([`listeners`]), TLS with certificates chosen by SNI ([`tls`]), the PROXY protocol
-//! ([`proxy_protocol`]) and the HTTP→HTTPS redirect ([`redirect`]).
+//! ([`listeners`]), TLS with certificates chosen by SNI ([`tls`]), connection caps ([`limits`]),
+//! the PROXY protocol ([`proxy_protocol`]) and the HTTP→HTTPS redirect ([`redirect`]).
 
+pub mod limits;
 pub mod listeners;
 pub mod proxy_protocol;
 pub mod redirect;

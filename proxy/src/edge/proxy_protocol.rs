@@ -332,4 +332,35 @@ mod tests {
         f[12] = 0x31;
         assert!(matches!(parse_v2(&f, &b), Err(HeaderError::V2(_))));
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any line is parsed or refused; never a panic.
+            #[test]
+            fn fuzz_proxy_v1_arbitrary_lines(line in proptest::collection::vec(any::<u8>(), 0..120)) {
+                let _ = parse_v1(&line);
+            }
+
+            /// Any v2 header and block is parsed or refused; never a panic.
+            #[test]
+            fn fuzz_proxy_v2_arbitrary_blocks(
+                fixed in proptest::array::uniform16(any::<u8>()),
+                block in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let _ = parse_v2(&fixed, &block);
+            }
+
+            /// A well-formed v1 line names exactly the source it was written with.
+            #[test]
+            fn fuzz_proxy_v1_round_trip(src in any::<std::net::SocketAddrV4>(), dst in any::<std::net::SocketAddrV4>()) {
+                let line = format!("PROXY TCP4 {} {} {} {}\r\n", src.ip(), dst.ip(), src.port(), dst.port());
+                prop_assert_eq!(parse_v1(line.as_bytes()), Ok(Header::Proxied { source: src.into() }));
+            }
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! The HTTP→HTTPS redirect listeners (`listeners.redirect_http`): every request gets a
 //! `308 Permanent Redirect` to the same host and path over HTTPS, on the first HTTPS
-//! listener's port (left out when it is 443).
+//! listener's port (left out when it is 443). Only to a host the HTTPS listeners have a
+//! certificate name for (or an IP literal): any other `Host` gets `400`, so the listener
+//! never redirects a client to a host an attacker chose. The request body is never read;
+//! the connection closes after the answer.
 
 use std::sync::Arc;
 
@@ -32,6 +35,27 @@ pub fn host_only(authority: &str) -> &str {
         };
     }
     authority.split(':').next().unwrap_or(authority)
+}
+
+/// Whether `host` (no port) is an IP literal or matches a certificate name of `config`'s
+/// HTTPS listeners (exactly, or `*.parent` one label deep).
+pub fn served(config: &meridian_config::Config, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let parent = host.split_once('.').map(|(_, p)| p);
+    config
+        .listeners
+        .https
+        .iter()
+        .flat_map(|l| &l.certificates)
+        .flat_map(|c| &c.names)
+        .any(|name| match name.strip_prefix("*.") {
+            Some(p) => parent == Some(p),
+            None => *name == host,
+        })
 }
 
 /// The `Location` for a request to `host` with `path_and_query`, to HTTPS port `port`.
@@ -88,8 +112,12 @@ impl ServeHttp for Redirect {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        // No body is read, so the connection cannot be reused.
+        session.set_keepalive(None);
+        if !served(&active.routing.config, host_only(&host)) {
+            return plain(StatusCode::BAD_REQUEST, "no HTTPS site for this host\n");
+        }
         let target = location(&host, port, &path);
-        let _ = session.drain_request_body().await;
         let mut resp = plain(StatusCode::PERMANENT_REDIRECT, "redirecting to HTTPS\n");
         if let Ok(v) = http::HeaderValue::from_str(&target) {
             resp.headers_mut().insert(http::header::LOCATION, v);

@@ -11,6 +11,8 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::control::overload::local_exhaustion;
+
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -49,6 +51,14 @@ pub enum ProbeError {
     /// No answer within the probe timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl ProbeError {
+    /// Whether the probe failed for a lack of this host's own resources (file descriptors,
+    /// ports): it says nothing about the backend and must not count against it.
+    pub fn is_local(&self) -> bool {
+        matches!(self, ProbeError::Connect(e) if e.raw_os_error().is_some_and(local_exhaustion))
+    }
 }
 
 /// One probe: `Ok` when healthy, else a short reason. With `tls` (a client config and the

@@ -204,6 +204,15 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
         };
         let rtt = started.elapsed();
         let now = Instant::now();
+        if let Err(e) = &result {
+            if e.is_local() {
+                // Our own descriptors or ports ran out: no verdict on the backend.
+                tracing::warn!(backend = %state.id, error = %e, "probe not sent: out of local resources");
+                let offset = offset_in(phase, s.check.interval);
+                at = next_slot(origin, Instant::now(), offset, s.check.interval);
+                continue;
+            }
+        }
         let ok = result.is_ok();
         if ok {
             state.latency.probe.observe(rtt, now, s.decay);

@@ -303,4 +303,80 @@ mod tests {
             "81.2.69.160".parse::<IpAddr>().unwrap()
         );
     }
+
+    mod fuzz {
+        use super::super::*;
+        use super::nets;
+        use proptest::prelude::*;
+
+        fn header_value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..80),
+                "[ 0-9a-f.:\\[\\],;=\"]{0,80}".prop_map(String::into_bytes),
+                (any::<std::net::IpAddr>(), any::<std::net::IpAddr>())
+                    .prop_map(|(a, b)| format!("{a}, {b}").into_bytes()),
+            ]
+        }
+
+        fn headers_of(xff: &[Vec<u8>], fwd: &[Vec<u8>]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                if let Ok(v) = http::HeaderValue::from_bytes(v) {
+                    h.append(&X_FORWARDED_FOR, v);
+                }
+            }
+            for v in fwd {
+                if let Ok(v) = http::HeaderValue::from_bytes(v) {
+                    h.append(&FORWARDED, v);
+                }
+            }
+            h
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// From an untrusted peer the client is always the peer, whatever it sent.
+            #[test]
+            fn fuzz_client_untrusted_peer_is_the_client(
+                peer in any::<std::net::IpAddr>(),
+                xff in proptest::collection::vec(header_value(), 0..4),
+                fwd in proptest::collection::vec(header_value(), 0..3),
+            ) {
+                let h = headers_of(&xff, &fwd);
+                let c = resolve(peer, &h, &nets(&["10.0.0.0/8"]));
+                if !is_trusted(&nets(&["10.0.0.0/8"]), peer) {
+                    prop_assert_eq!(c.ip, canonical(peer));
+                    prop_assert!(!c.peer_trusted);
+                }
+            }
+
+            /// From a trusted peer the client is the peer or an address the headers name.
+            #[test]
+            fn fuzz_client_trusted_peer_names_a_header_address(
+                last in 0u8..=255,
+                xff in proptest::collection::vec(header_value(), 0..4),
+                fwd in proptest::collection::vec(header_value(), 0..3),
+            ) {
+                let peer = std::net::IpAddr::from([10, 0, 0, last]);
+                let h = headers_of(&xff, &fwd);
+                let c = resolve(peer, &h, &nets(&["10.0.0.0/8"]));
+                prop_assert!(c.peer_trusted);
+                if c.ip != peer {
+                    let text: String = h
+                        .iter()
+                        .filter_map(|(_, v)| v.to_str().ok())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let shown = c.ip.to_string();
+                    let v4_in_v6 = format!("::ffff:{shown}");
+                    prop_assert!(
+                        text.to_ascii_lowercase().contains(&shown) || text.to_ascii_lowercase().contains(&v4_in_v6)
+                            || text.contains('['),
+                        "{} not in {}", shown, text
+                    );
+                }
+            }
+        }
+    }
 }

@@ -15,6 +15,23 @@ use tokio::time::Instant;
 
 use super::client::ClientAddr;
 use crate::control::instance::Active;
+use crate::control::overload::{InflightRequest, Shed};
+
+/// Why Meridian itself answered a request with an error instead of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The instance is overloaded (`503`).
+    Shed(Shed),
+    /// The request body is over `limits.max_body_size` (`413`).
+    BodyTooLarge,
+    /// The request already passed through this node (`508`).
+    Loop,
+    /// The client stopped sending its request body (`408`).
+    ClientStalled,
+    /// The proxy ran out of its own resources (file descriptors, ports) connecting upstream
+    /// (`503`).
+    LocalResources,
+}
 
 /// One upstream attempt: the backend it went to and what became of it.
 #[derive(Debug)]
@@ -55,6 +72,14 @@ pub struct Ctx {
     pub no_backend: bool,
     /// Whether the client connection is TLS (an HTTPS listener).
     pub tls: bool,
+    /// Counts the request in the instance's in-flight total.
+    pub inflight: Option<InflightRequest>,
+    /// Request body bytes received so far.
+    pub body_bytes: u64,
+    /// When the last request body bytes arrived.
+    pub last_body_at: Option<Instant>,
+    /// Why Meridian answered the request itself, if it did.
+    pub refusal: Option<Refusal>,
 }
 
 impl Ctx {
@@ -71,6 +96,10 @@ impl Ctx {
             hash: None,
             no_backend: false,
             tls: false,
+            inflight: None,
+            body_bytes: 0,
+            last_body_at: None,
+            refusal: None,
         }
     }
 
@@ -113,16 +142,28 @@ impl Ctx {
             return;
         }
         let pick = a.pick;
-        let Some((_, m)) = self.snap().picked(pick) else {
+        let Some((region, m)) = self.snap().picked(pick) else {
             return;
         };
         let o = &self.snap().config.outlier;
+        let now = Instant::now();
+        // `max_ejection_percent` of the region (one backend may always be ejected).
+        let may_eject = || {
+            let members = region.members.len();
+            let ejected = region
+                .members
+                .iter()
+                .filter(|m| m.state.outlier.is_ejected(now))
+                .count();
+            ejected == 0 || (ejected + 1) * 100 <= usize::from(o.max_ejection_percent) * members
+        };
         if let Some(ejected) = m.state.outlier.record(
             outcome,
-            Instant::now(),
+            now,
             o.consecutive_failures,
             o.base_ejection,
             o.max_ejection,
+            may_eject,
         ) {
             m.state.metrics.ejections.inc();
             tracing::warn!(backend = %m.state.id, ejection_ms = ejected.as_millis() as u64, "backend ejected after consecutive failures");

@@ -9,8 +9,9 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 use tokio::time::Instant;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Refusal};
 use super::metrics::RequestMetrics;
+use crate::control::overload::local_exhaustion;
 
 const NO_BACKEND_BODY: &str = "503 Service Unavailable: no healthy backend is available\n";
 
@@ -43,6 +44,42 @@ pub fn safe_to_resend(session: &Session, e: &Error, body_sent: bool) -> bool {
         && session.response_written().is_none()
 }
 
+/// The I/O error at the bottom of a pingora error, if there is one.
+fn io_cause(e: &Error) -> Option<&std::io::Error> {
+    let mut cur: &(dyn std::error::Error + 'static) = e.root_cause();
+    loop {
+        if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = cur.source()?;
+    }
+}
+
+/// Whether a connect failure was this host's own (pingora wraps a failure to create or bind
+/// the socket as `InternalError`, `SocketError` or `BindError`; the errno tells the rest).
+pub fn is_local(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::InternalError | ErrorType::SocketError | ErrorType::BindError
+    ) || io_cause(e)
+        .and_then(std::io::Error::raw_os_error)
+        .is_some_and(local_exhaustion)
+}
+
+/// Whether an upstream read timeout is really the client's: the request body was not
+/// complete, and no body byte arrived from the client for as long as the backend was given
+/// to answer (`timeouts.read`). The backend was waiting for the rest of the request.
+pub fn client_stalled(session: &mut Session, e: &Error, ctx: &Ctx) -> bool {
+    if e.esource() != &ErrorSource::Upstream || *e.etype() != ErrorType::ReadTimedout {
+        return false;
+    }
+    if session.as_mut().is_body_done() || session.response_written().is_some() {
+        return false;
+    }
+    let quiet_since = ctx.last_body_at.unwrap_or(ctx.start);
+    quiet_since.elapsed() >= ctx.snap().config.timeouts.read
+}
+
 /// The status a failed request is answered with (0: nobody to answer).
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
@@ -68,17 +105,36 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
     if code == 0 || session.response_written().is_some() {
         return;
     }
-    let (body, retry_after) = match code {
-        503 if ctx.no_backend => (
-            NO_BACKEND_BODY.to_string(),
-            Some(ctx.snap().config.retry.retry_after),
+    let retry = ctx.snap().config.retry.retry_after;
+    let (body, retry_after) = match (code, ctx.refusal) {
+        (_, Some(Refusal::Shed(_))) => (
+            "503 Service Unavailable: the proxy is overloaded; try again shortly\n".to_string(),
+            Some(std::time::Duration::from_secs(1)),
         ),
-        502 => ("502 Bad Gateway: the upstream failed\n".to_string(), None),
-        504 => (
+        (_, Some(Refusal::LocalResources)) => (
+            "503 Service Unavailable: the proxy is out of connections; try again shortly\n"
+                .to_string(),
+            Some(std::time::Duration::from_secs(1)),
+        ),
+        (_, Some(Refusal::BodyTooLarge)) => (
+            "413 Content Too Large: the request body is over the proxy's limit\n".to_string(),
+            None,
+        ),
+        (_, Some(Refusal::Loop)) => (
+            "508 Loop Detected: this request already passed through this proxy\n".to_string(),
+            None,
+        ),
+        (_, Some(Refusal::ClientStalled)) => (
+            "408 Request Timeout: the request body stopped arriving\n".to_string(),
+            None,
+        ),
+        (503, None) if ctx.no_backend => (NO_BACKEND_BODY.to_string(), Some(retry)),
+        (502, None) => ("502 Bad Gateway: the upstream failed\n".to_string(), None),
+        (504, None) => (
             "504 Gateway Timeout: the upstream did not answer in time\n".to_string(),
             None,
         ),
-        c => (format!("{c}\n"), None),
+        (c, None) => (format!("{c}\n"), None),
     };
     let mut resp = ResponseHeader::build(code, Some(4))
         .unwrap_or_else(|_| pingora::protocols::http::ServerSession::generate_error(code));
@@ -93,5 +149,15 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
     }
     if let Err(err) = session.write_error_response(resp, Bytes::from(body)).await {
         tracing::debug!(error = %err, "could not send the error response");
+        return;
+    }
+    // A lingering close (as nginx does it): read, for a moment, what is left of a request
+    // body the client is still sending, so that closing the connection does not reset it
+    // before the client has read the answer.
+    if !session.as_mut().is_body_done() {
+        let _ = tokio::time::timeout(LINGER, session.as_mut().drain_request_body()).await;
     }
 }
+
+/// How long an error answer waits for the rest of a request body before closing.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);

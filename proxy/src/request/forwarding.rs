@@ -7,7 +7,11 @@
 //! - `X-Forwarded-Proto`: `http` or `https` (the listener's), kept when a trusted proxy set
 //!   it; `Forwarded` from an untrusted peer is removed.
 //! - `Via`: every earlier entry, in order, then this hop with the protocol version the
-//!   request was received with (RFC 9110 §7.6.3).
+//!   request was received with (RFC 9110 §7.6.3); a request whose `Via` already names this
+//!   node is a loop ([`loops_through`]: answered `508`).
+//! - The other client-address headers backends believe (`X-Real-IP`, `True-Client-IP`,
+//!   `X-Client-IP`, `X-Forwarded-Host`, `X-Forwarded-Port`, …) are removed when an untrusted
+//!   peer sent them; `X-Real-IP` is then set to the client address Meridian decided on.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -64,11 +68,36 @@ impl Identity {
     }
 }
 
+/// Client-address headers a client could plant for a backend to believe; removed when the
+/// peer is not a trusted proxy (`X-Real-IP` is then set by Meridian).
+const SPOOFABLE: [&str; 9] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-server",
+];
+
+/// Whether a request whose `Via` lines are `via` already passed through the node named
+/// `name` (an entry `<protocol> <name>`): forwarding it again would loop.
+pub fn loops_through(via: http::header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+    via.iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| entry.split_whitespace().nth(1) == Some(name))
+}
+
 /// What this hop knows about the request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct Hop<'a> {
     /// The socket peer (canonical form), if it has an IP address.
     pub peer: Option<IpAddr>,
+    /// The client address Meridian decided on (the peer, or from a trusted chain).
+    pub client: Option<IpAddr>,
     /// Whether the peer is a trusted proxy.
     pub peer_trusted: bool,
     /// Whether the client connection is TLS.
@@ -104,6 +133,18 @@ pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
     let proto = if hop.tls { HTTPS } else { HTTP };
     if !hop.peer_trusted {
         upstream.remove_header(&FORWARDED);
+        for name in SPOOFABLE {
+            upstream.remove_header(name);
+        }
+        if let Some(client) = hop.client {
+            let mut buf = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{client}");
+            let len = cursor.position() as usize;
+            if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
+                upstream.insert_header("X-Real-IP", v)?;
+            }
+        }
         upstream.insert_header("X-Forwarded-Proto", proto)?;
     } else if upstream.headers.get("x-forwarded-proto").is_none() {
         upstream.insert_header("X-Forwarded-Proto", proto)?;
@@ -166,10 +207,46 @@ mod tests {
     fn hop(trusted: bool, tls: bool) -> Hop<'static> {
         Hop {
             peer: Some("192.0.2.1".parse().unwrap()),
+            client: Some("192.0.2.1".parse().unwrap()),
             peer_trusted: trusted,
             tls,
             via: &VIA_11,
         }
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_plant_a_client_address_header() {
+        let mut r = request(&[
+            ("x-real-ip", b"6.6.6.6"),
+            ("true-client-ip", b"6.6.6.6"),
+            ("x-forwarded-host", b"evil.example"),
+            ("x-forwarded-port", b"1"),
+        ]);
+        apply(&mut r, &hop(false, false)).unwrap();
+        assert_eq!(all(&r, "x-real-ip"), ["192.0.2.1"], "rewritten to the peer");
+        for name in ["true-client-ip", "x-forwarded-host", "x-forwarded-port"] {
+            assert!(all(&r, name).is_empty(), "{name} removed");
+        }
+        // A trusted proxy's headers pass.
+        let mut r = request(&[
+            ("x-real-ip", b"203.0.113.9"),
+            ("x-forwarded-host", b"a.example"),
+        ]);
+        apply(&mut r, &hop(true, false)).unwrap();
+        assert_eq!(all(&r, "x-real-ip"), ["203.0.113.9"]);
+        assert_eq!(all(&r, "x-forwarded-host"), ["a.example"]);
+    }
+
+    #[test]
+    fn a_via_naming_this_node_is_a_loop() {
+        let r = request(&[
+            ("via", b"1.1 edge-a, 2 edge-b (meridian)"),
+            ("via", b"1.0 x"),
+        ]);
+        assert!(loops_through(r.headers.get_all("via"), "edge-b"));
+        assert!(loops_through(r.headers.get_all("via"), "x"));
+        assert!(!loops_through(r.headers.get_all("via"), "edge"));
+        assert!(!loops_through(request(&[]).headers.get_all("via"), "edge"));
     }
 
     #[test]
@@ -211,5 +288,53 @@ mod tests {
         assert_eq!(all(&r, "x-forwarded-for"), ["192.0.2.1"]);
         assert_eq!(all(&r, "x-forwarded-proto"), ["https"]);
         assert_eq!(all(&r, "via"), ["1.1 edge"]);
+    }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any incoming forwarding headers: no panic, and from an untrusted peer the
+            /// backend sees exactly the peer as the chain and as `X-Real-IP`.
+            #[test]
+            fn fuzz_forwarding_headers(
+                values in proptest::collection::vec(
+                    (prop_oneof![
+                        Just("x-forwarded-for"), Just("forwarded"), Just("via"),
+                        Just("x-forwarded-proto"), Just("x-real-ip"), Just("true-client-ip"),
+                    ], proptest::collection::vec(any::<u8>(), 0..60)),
+                    0..8,
+                ),
+                trusted in any::<bool>(),
+                tls in any::<bool>(),
+            ) {
+                let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+                for (name, v) in &values {
+                    if let Ok(v) = HeaderValue::from_bytes(v) {
+                        r.append_header(*name, v).unwrap();
+                    }
+                }
+                let via = HeaderValue::from_static("1.1 edge");
+                let hop = Hop {
+                    peer: Some("192.0.2.1".parse().unwrap()),
+                    client: Some("192.0.2.1".parse().unwrap()),
+                    peer_trusted: trusted,
+                    tls,
+                    via: &via,
+                };
+                prop_assert!(apply(&mut r, &hop).is_ok());
+                if !trusted {
+                    prop_assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+                    prop_assert_eq!(r.headers.get("x-forwarded-for").unwrap(), "192.0.2.1");
+                    prop_assert_eq!(r.headers.get("x-real-ip").unwrap(), "192.0.2.1");
+                    prop_assert!(r.headers.get("true-client-ip").is_none());
+                }
+                let last_via = r.headers.get_all("via").iter().next_back().unwrap().to_str().unwrap().to_string();
+                prop_assert!(last_via.ends_with("1.1 edge"), "{}", last_via);
+            }
+        }
     }
 }

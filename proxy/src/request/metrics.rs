@@ -14,6 +14,12 @@ pub struct RequestMetrics {
     pub bad_client_header: IntCounter,
     /// Retries the retry budget refused.
     pub retries_refused: IntCounter,
+    /// Upstream connections that failed for a lack of the proxy's own resources (file
+    /// descriptors, ephemeral ports, memory): not counted against any backend.
+    pub local_errors: IntCounter,
+    /// Requests whose client stopped sending the body (`408`): not counted against any
+    /// backend.
+    pub client_stalls: IntCounter,
 }
 
 impl RequestMetrics {
@@ -34,6 +40,16 @@ impl RequestMetrics {
                 registry,
                 "meridian_retries_refused_total",
                 "Retries refused by the retry budget (retry.budget_percent, retry.min_per_second)",
+            ),
+            local_errors: counter(
+                registry,
+                "meridian_upstream_local_errors_total",
+                "Upstream connects that failed for a lack of the proxy's own resources (file descriptors, ports), not blamed on the backend",
+            ),
+            client_stalls: counter(
+                registry,
+                "meridian_client_stalls_total",
+                "Requests whose client stopped sending the request body (answered 408), not blamed on the backend",
             ),
         }
     }

@@ -1,8 +1,9 @@
-//! The request path: the pingora `ProxyHttp` service hook by hook ([`service`]), who the
-//! client is ([`client`]), the per-request state ([`ctx`]), the upstream peer and its TLS
+//! The request path: the pingora `ProxyHttp` service hook by hook ([`service`]), whether a
+//! request may go on at all ([`admission`]), who the client is ([`client`]), the per-request state ([`ctx`]), the upstream peer and its TLS
 //! ([`upstream`]), the forwarding headers ([`forwarding`]), failures and retries
 //! ([`failure`]) and the end-of-request accounting ([`log`]).
 
+pub mod admission;
 pub mod client;
 pub mod ctx;
 pub mod failure;

@@ -16,8 +16,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 use tokio::time::Instant;
 
+use super::admission;
 use super::client;
-use super::ctx::{hash_key, Ctx};
+use super::ctx::{hash_key, Ctx, Refusal};
 use super::failure;
 use super::forwarding;
 use super::metrics::RequestMetrics;
@@ -88,14 +89,25 @@ impl ProxyHttp for MeridianProxy {
         self.inst
             .retry_budget
             .deposit(start, retry.budget_percent, retry.min_per_second);
-        Ctx::new(active, start)
+        let mut ctx = Ctx::new(active, start);
+        ctx.inflight = Some(self.inst.overload.start());
+        ctx
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let idle = ctx.snap().config.timeouts.downstream_idle;
-        session.set_keepalive(Some(idle.as_secs().max(1)));
+        let config = &ctx.active.routing.config;
+        let t = &config.timeouts;
+        session.set_keepalive(Some(t.downstream_idle.as_secs().max(1)));
+        session.set_write_timeout(Some(t.client_write));
         locate_and_plan(session, ctx, &self.metrics);
+        if let Some(refusal) = admission::check(session, ctx, &self.inst.overload) {
+            ctx.refusal = Some(refusal);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(refusal.status()),
+                "request refused by the proxy",
+            ));
+        }
         Ok(false)
     }
 
@@ -134,8 +146,22 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.record_outcome(Outcome::Failure);
         ctx.end_inflight();
+        if failure::is_local(&e) {
+            // Our own file descriptors or ports ran out: not the backend's fault, and another
+            // backend would fail the same way.
+            ctx.excuse_backend();
+            self.metrics.local_errors.inc();
+            ctx.refusal = Some(Refusal::LocalResources);
+            let mut e = Error::because(
+                ErrorType::HTTPStatus(503),
+                "out of local resources connecting upstream",
+                e,
+            );
+            e.set_retry(false);
+            return e;
+        }
+        ctx.record_outcome(Outcome::Failure);
         // Nothing was sent: a retry elsewhere is safe for any method.
         e.set_retry(self.may_retry(ctx));
         e
@@ -151,10 +177,25 @@ impl ProxyHttp for MeridianProxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         ctx.end_inflight();
-        if e.esource() == &ErrorSource::Downstream {
-            // The client went away (e.g. closed its connection mid-request): not the
-            // backend's fault, so no outlier failure, and nobody is left to retry for.
+        if e.esource() == &ErrorSource::Downstream || matches!(e.etype(), ErrorType::HTTPStatus(_))
+        {
+            // The client went away (e.g. closed its connection mid-request), or Meridian
+            // refused the request itself (a body over the limit): not the backend's fault,
+            // so no outlier failure, and nothing to retry.
             ctx.excuse_backend();
+            e.set_retry(false);
+            return e;
+        }
+        if failure::client_stalled(session, &e, ctx) {
+            // The backend waited for a request body the client stopped sending.
+            ctx.excuse_backend();
+            self.metrics.client_stalls.inc();
+            ctx.refusal = Some(Refusal::ClientStalled);
+            let mut e = Error::because(
+                ErrorType::HTTPStatus(408),
+                "the client stopped sending its request body",
+                e,
+            );
             e.set_retry(false);
             return e;
         }
@@ -177,6 +218,7 @@ impl ProxyHttp for MeridianProxy {
             .map(|a| client::canonical(a.ip()));
         let hop = forwarding::Hop {
             peer,
+            client: ctx.client.map(|c| c.ip),
             peer_trusted: ctx.client.is_some_and(|c| c.peer_trusted),
             tls: ctx.tls,
             via: ctx.active.identity.via_for(session.req_header().version),
@@ -191,9 +233,21 @@ impl ProxyHttp for MeridianProxy {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if body.as_ref().is_some_and(|b| !b.is_empty()) {
-            if let Some(a) = &mut ctx.attempt {
-                a.body_sent = true;
+        let Some(chunk) = body.as_ref().filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        if let Some(a) = &mut ctx.attempt {
+            a.body_sent = true;
+        }
+        ctx.body_bytes += chunk.len() as u64;
+        ctx.last_body_at = Some(Instant::now());
+        if let Some(max) = ctx.snap().config.limits.max_body_size {
+            if ctx.body_bytes > max {
+                ctx.refusal = Some(Refusal::BodyTooLarge);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over limits.max_body_size",
+                ));
             }
         }
         Ok(())
@@ -256,9 +310,10 @@ impl ProxyHttp for MeridianProxy {
         Ok(())
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        // A client that went away is routine, not an error worth a log line each time.
-        error.esource() == &ErrorSource::Downstream
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        // A client that went away is routine, not an error worth a log line each time; a
+        // request Meridian refused itself is counted and in the access log.
+        error.esource() == &ErrorSource::Downstream || ctx.refusal.is_some()
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

@@ -12,6 +12,12 @@ const RING_POINTS_PER_WEIGHT: u32 = 40;
 /// Upper bound of a region's hash ring (16 bytes a point): with many heavy members the
 /// points per unit of weight shrink proportionally, keeping every member at least one.
 const MAX_RING_POINTS: u64 = 1 << 18;
+/// A pick walks at most this many ring points per member (at least [`MIN_WALK`]) before it
+/// falls back to the members in order: with most members ineligible, walking the whole
+/// ring would cost up to [`MAX_RING_POINTS`] steps per pick.
+const WALK_PER_MEMBER: usize = 4;
+/// The shortest walk bound.
+const MIN_WALK: usize = 1024;
 
 /// A ring of (point, member index), sorted by point.
 #[derive(Debug, Clone, Default)]
@@ -79,9 +85,19 @@ impl Selection for HashRing {
         match input.hash {
             Some(h) if !ring.is_empty() => {
                 let start = ring.partition_point(|(p, _)| *p < h);
-                (0..ring.len())
+                let walk = ring
+                    .len()
+                    .min((members.len() * WALK_PER_MEMBER).max(MIN_WALK));
+                let on_ring = (0..walk)
                     .map(|k| usize::from(ring[(start + k) % ring.len()].1))
-                    .find(|&i| input.eligible(members, i))
+                    .find(|&i| input.eligible(members, i));
+                on_ring.or_else(|| {
+                    // Few members left: the next eligible one after the key's own, in order.
+                    let first = usize::from(ring[start % ring.len()].1);
+                    (1..=members.len())
+                        .map(|k| (first + k) % members.len())
+                        .find(|&i| input.eligible(members, i))
+                })
             }
             _ => P2c.select(members, at, input),
         }
@@ -117,6 +133,22 @@ mod tests {
         }
         assert_eq!(spread.len(), 4);
         assert!(spread.values().all(|&v| v > 50), "{spread:?}");
+    }
+
+    #[test]
+    fn a_pick_with_almost_every_member_out_is_bounded_and_still_finds_the_last_one() {
+        let ms = members(&vec![1000u32; 300]);
+        for m in &ms[..299] {
+            m.state.health.set(Health::Down);
+        }
+        let b = Balancer::build(&Balance::ConsistentHash(HashKey::ClientIp), &ms);
+        let cursor = AtomicUsize::new(0);
+        for k in 0..100u32 {
+            let h = fnv1a(format!("user-{k}").as_bytes());
+            assert_eq!(pick(&b, &ms, &cursor, &input(&[], Some(h))), Some(299));
+        }
+        ms[299].state.health.set(Health::Down);
+        assert_eq!(pick(&b, &ms, &cursor, &input(&[], Some(7))), None);
     }
 
     #[test]

@@ -305,8 +305,9 @@ impl BackgroundService for Discovery {
                 match current.as_ref().map(|(_, r)| r) {
                     Some(Ok(r)) => {
                         let (r, n) = (r.clone(), name.clone());
+                        let loopback = dns.allow_loopback;
                         let task = running.tasks.spawn(async move {
-                            let result = resolve(&r, &n).await;
+                            let result = resolve(&r, &n, loopback).await;
                             (n, result)
                         });
                         running.names.insert(task.id(), name.clone());
@@ -373,6 +374,7 @@ mod tests {
             min_ttl: S(5),
             max_ttl: S(300),
             timeout: S(2),
+            allow_loopback: false,
         };
         let answer = |ttl, errors: Vec<String>| Answer {
             addrs: vec![],
@@ -394,6 +396,7 @@ mod tests {
             min_ttl: S(5),
             max_ttl: S(300),
             timeout: S(2),
+            allow_loopback: false,
         };
         let name = BackendAddress::Srv("_http._tcp.x.example".into());
         let wanted: BTreeSet<_> = [name.clone()].into();

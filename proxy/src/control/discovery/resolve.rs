@@ -51,6 +51,9 @@ pub enum DiscoveryError {
     /// No SRV target of any priority resolved.
     #[error("no SRV target resolved: {}", .0.join("; "))]
     NoTargetResolved(Vec<String>),
+    /// Every address in the answer was one a backend must not have ([`forbidden`]).
+    #[error("every address is refused: {}", .0.join(", "))]
+    Forbidden(Vec<String>),
     /// There is no resolver (it could not be built).
     #[error("no resolver: {0}")]
     NoResolver(String),
@@ -211,11 +214,55 @@ async fn resolve_srv(
     Ok((out, until, errors))
 }
 
-/// Resolves one name: its addresses (sorted, deduplicated, at most [`MAX_ADDRESSES`]), how
-/// long they are valid and the SRV targets that did not resolve.
+/// Why an address from DNS must not become a backend, if it must not: one that points back
+/// at this host (unless `allow_loopback`), a link-local or cloud metadata address (a name
+/// that resolves there would let whoever controls the DNS reach the instance's metadata
+/// service), or one no backend can have (unspecified, multicast, broadcast).
+pub fn forbidden(ip: std::net::IpAddr, allow_loopback: bool) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                (!allow_loopback).then_some("loopback")
+            } else if v4.is_link_local() {
+                Some("link-local / metadata")
+            } else if o == [100, 100, 100, 200] {
+                Some("metadata")
+            } else if v4.is_unspecified() || o[0] == 0 || v4.is_multicast() || v4.is_broadcast() {
+                Some("not a unicast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            if v6.is_loopback() {
+                (!allow_loopback).then_some("loopback")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
+                Some("metadata")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("not a unicast address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Resolves one name: its addresses (sorted, deduplicated, at most [`MAX_ADDRESSES`],
+/// [`forbidden`] ones left out and reported), how long they are valid and the SRV targets
+/// that did not resolve.
 pub async fn resolve(
     resolver: &TokioResolver,
     name: &BackendAddress,
+    allow_loopback: bool,
 ) -> Result<Answer, DiscoveryError> {
     let now = std::time::Instant::now();
     let (mut addrs, valid_until, target_errors) = match name {
@@ -253,6 +300,20 @@ pub async fn resolve(
     if addrs.is_empty() {
         return Err(DiscoveryError::NoAddresses);
     }
+    let mut refused = Vec::new();
+    addrs.retain(|a| match forbidden(a.addr.ip(), allow_loopback) {
+        Some(why) => {
+            refused.push(format!("{} ({why})", a.addr.ip()));
+            false
+        }
+        None => true,
+    });
+    if !refused.is_empty() {
+        tracing::warn!(name = %name, refused = %refused.join(", "), "DNS answer names addresses that cannot be backends; left out");
+        if addrs.is_empty() {
+            return Err(DiscoveryError::Forbidden(refused));
+        }
+    }
     let dropped = normalize(&mut addrs, MAX_ADDRESSES);
     if dropped > 0 {
         tracing::warn!(name = %name, kept = MAX_ADDRESSES, dropped, "DNS answer has too many addresses; using the first ones");
@@ -266,6 +327,30 @@ pub async fn resolve(
 
 #[cfg(test)]
 pub(super) mod tests {
+    #[test]
+    fn answers_that_point_at_this_host_or_metadata_are_refused() {
+        let f = |ip: &str, lo| forbidden(ip.parse().unwrap(), lo);
+        assert_eq!(f("127.0.0.1", false), Some("loopback"));
+        assert_eq!(f("127.0.0.1", true), None);
+        assert_eq!(f("::1", false), Some("loopback"));
+        assert_eq!(f("::ffff:127.0.0.1", false), Some("loopback"));
+        assert_eq!(f("169.254.169.254", true), Some("link-local / metadata"));
+        assert_eq!(f("fd00:ec2::254", true), Some("metadata"));
+        assert_eq!(f("fe80::1", true), Some("link-local"));
+        assert_eq!(f("100.100.100.200", true), Some("metadata"));
+        assert_eq!(f("0.0.0.0", true), Some("not a unicast address"));
+        assert_eq!(f("224.0.0.1", true), Some("not a unicast address"));
+        for ok in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "8.8.8.8",
+            "2001:db8::1",
+            "fd00::1",
+        ] {
+            assert_eq!(f(ok, false), None, "{ok}");
+        }
+    }
+
     use super::*;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -362,5 +447,56 @@ pub(super) mod tests {
         assert_eq!(a, vec![tiered(0, 1, 5), tiered(0, 9, 1), tiered(1, 2, 1)]);
         assert_eq!(normalize(&mut a, 2), 1);
         assert_eq!(a, vec![tiered(0, 1, 5), tiered(0, 9, 1)]);
+    }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn answer() -> impl Strategy<Value = Vec<Resolved>> {
+            proptest::collection::vec(
+                (0u8..4, 0u8..8, 1u16..4, 0u32..2000).prop_map(|(tier, last, port, weight)| {
+                    Resolved {
+                        tier,
+                        addr: SocketAddr::from(([10, 0, 0, last], port)),
+                        host: "h".into(),
+                        weight: weight.clamp(1, MAX_WEIGHT),
+                    }
+                }),
+                0..40,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Normalised answers are sorted by preference, hold each address once (in its
+            /// most preferred tier), keep weights in range and respect the cap.
+            #[test]
+            fn fuzz_dns_answer_normalisation(mut addrs in answer(), max in 0usize..50) {
+                let before = addrs.clone();
+                let dropped = normalize(&mut addrs, max);
+                prop_assert!(addrs.len() <= max);
+                prop_assert!(addrs.windows(2).all(|w| w[0] <= w[1]), "sorted");
+                let mut seen = std::collections::HashSet::new();
+                for a in &addrs {
+                    prop_assert!(seen.insert(a.addr), "{} twice", a.addr);
+                    prop_assert!((1..=MAX_WEIGHT).contains(&a.weight));
+                    let best = before.iter().filter(|b| b.addr == a.addr).map(|b| b.tier).min();
+                    prop_assert_eq!(Some(a.tier), best);
+                }
+                let distinct: std::collections::HashSet<_> = before.iter().map(|b| b.addr).collect();
+                prop_assert_eq!(addrs.len() + dropped, distinct.len());
+            }
+
+            /// Any address gets a verdict; loopback only passes when allowed.
+            #[test]
+            fn fuzz_dns_forbidden_addresses(ip in any::<std::net::IpAddr>(), lo in any::<bool>()) {
+                let verdict = forbidden(ip, lo);
+                if ip.is_loopback() && !lo {
+                    prop_assert_eq!(verdict, Some("loopback"));
+                }
+            }
+        }
     }
 }

@@ -97,6 +97,9 @@ pub enum ReloadError {
         /// What failed.
         source: TlsError,
     },
+    /// Another reload is running (the admin API does not queue reloads).
+    #[error("a reload is already running; try again when it is done")]
+    Busy,
     /// The reload panicked (a bug); the running snapshot stays and reloads go on working.
     #[error("reload failed unexpectedly: {0}")]
     Panicked(String),
@@ -113,6 +116,8 @@ pub enum ReloadResult {
     NeedsUpgrade,
     /// Not possible: the instance has no config file.
     Unavailable,
+    /// Not started: another reload was running.
+    Busy,
     /// Failed unexpectedly.
     Failed,
 }
@@ -125,6 +130,7 @@ impl ReloadResult {
             ReloadResult::Invalid => "invalid",
             ReloadResult::NeedsUpgrade => "needs_upgrade",
             ReloadResult::Unavailable => "unavailable",
+            ReloadResult::Busy => "busy",
             ReloadResult::Failed => "failed",
         }
     }
@@ -135,6 +141,7 @@ impl ReloadError {
     pub fn result(&self) -> ReloadResult {
         match self {
             ReloadError::NotFromFile => ReloadResult::Unavailable,
+            ReloadError::Busy => ReloadResult::Busy,
             ReloadError::Panicked(_) => ReloadResult::Failed,
             _ => ReloadResult::Invalid,
         }
@@ -257,7 +264,32 @@ impl Reloader {
     ///
     /// Blocking (file I/O, GeoIP open): call from a blocking context.
     pub fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
-        let _serial = lock(&self.lock);
+        let serial = lock(&self.lock);
+        self.reload_serialized(serial, trigger)
+    }
+
+    /// Like [`Reloader::reload`], but refuses at once with [`ReloadError::Busy`] (counted,
+    /// not recorded as the last reload) when another reload or rebuild is running, so that
+    /// a flood of requests cannot pile up blocked threads.
+    pub fn try_reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
+        let serial = match self.lock.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.reloads
+                    .with_label_values(&[ReloadResult::Busy.as_str()])
+                    .inc();
+                return Err(ReloadError::Busy);
+            }
+        };
+        self.reload_serialized(serial, trigger)
+    }
+
+    fn reload_serialized(
+        &self,
+        _serial: MutexGuard<'_, ()>,
+        trigger: Trigger,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.reload_locked(trigger)))
             .unwrap_or_else(|panic| {
                 let what = panic

@@ -2,6 +2,7 @@
 //! 127.0.0.1 by default; it is never on the request path. Outcomes of the control plane
 //! (reload results and errors) become HTTP statuses here, in one place.
 
+pub mod guard;
 pub mod status;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ fn reload_status(result: ReloadResult) -> StatusCode {
         ReloadResult::Ok => StatusCode::OK,
         ReloadResult::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         ReloadResult::NeedsUpgrade | ReloadResult::Unavailable => StatusCode::CONFLICT,
+        ReloadResult::Busy => StatusCode::TOO_MANY_REQUESTS,
         ReloadResult::Failed => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -92,6 +94,18 @@ impl ServeHttp for Admin {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let inst = self.reloader.instance();
+        let admin = &inst.active().routing.config.admin;
+        if let Err(denied) = guard::check(&method, &session.req_header().headers, admin) {
+            let (status, text) = denied.answer();
+            let mut resp = respond(status, "text/plain", text.as_bytes().to_vec());
+            if denied == guard::Denied::Token {
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return resp;
+        }
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => respond(
                 StatusCode::OK,
@@ -115,9 +129,10 @@ impl ServeHttp for Admin {
             (Method::POST, "/reload") => {
                 let _ = session.drain_request_body().await;
                 let reloader = self.reloader.clone();
-                let result = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin))
-                    .await
-                    .unwrap_or_else(|e| Err(ReloadError::Panicked(e.to_string())));
+                let result =
+                    tokio::task::spawn_blocking(move || reloader.try_reload(Trigger::Admin))
+                        .await
+                        .unwrap_or_else(|e| Err(ReloadError::Panicked(e.to_string())));
                 reload_response(result)
             }
             (_, "/metrics" | "/healthz" | "/status" | "/reload") => {

@@ -13,6 +13,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+mod limits;
+
+pub use limits::{Admin, Limits, Secret, Timeouts};
+
 /// A fully validated Meridian configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -46,6 +50,11 @@ pub struct Config {
     pub reload: Reload,
     /// DNS resolution of backend names.
     pub dns: Dns,
+    /// Bounds on what clients may take: connections, header and body sizes, in-flight
+    /// requests, memory.
+    pub limits: Limits,
+    /// Who may use the admin API's mutating endpoints.
+    pub admin: Admin,
 }
 
 impl Config {
@@ -182,21 +191,6 @@ pub struct ClientCertificate {
     pub key: PrivateKey,
 }
 
-/// Timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Upstream TCP connect timeout.
-    pub connect: Duration,
-    /// Upstream read timeout (each read, including waiting for the response header).
-    pub read: Duration,
-    /// Upstream write timeout.
-    pub write: Duration,
-    /// How long an idle upstream keep-alive connection is kept in the pool.
-    pub idle: Duration,
-    /// How long an idle downstream keep-alive connection is kept open.
-    pub downstream_idle: Duration,
-}
-
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logging {
@@ -298,6 +292,11 @@ pub struct Dns {
     pub max_ttl: Duration,
     /// How long one query may take.
     pub timeout: Duration,
+    /// Whether answers may name loopback addresses (127.0.0.0/8, ::1). Off by default: a
+    /// backend name that resolves to this host is a server-side request forgery risk.
+    /// Link-local, metadata (169.254.169.254, fd00:ec2::254), unspecified, multicast and
+    /// broadcast addresses are always dropped.
+    pub allow_loopback: bool,
 }
 
 /// Load-balancing algorithm within a region's pool.
@@ -472,6 +471,9 @@ pub struct Outlier {
     /// Below this percentage of healthy backends in a region, spread over all of them.
     /// `None` disables the panic mode.
     pub panic_threshold: Option<u8>,
+    /// At most this percentage of a region's backends may be ejected at once (Envoy's
+    /// `max_ejection_percent`); one backend may always be ejected.
+    pub max_ejection_percent: u8,
 }
 
 /// Retry policy.
