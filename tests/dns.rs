@@ -572,3 +572,49 @@ async fn a_name_whose_queries_hang_delays_no_other_name() {
     assert_eq!(entry["resolved"], true, "{entry}");
     send(&m, 4).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_naming_this_host_or_a_metadata_service_are_refused() {
+    let dns = TestDns::start().await;
+    let b = backend("b", "local").await;
+    dns.set_a("here.example.test.", &[Ipv4Addr::LOCALHOST])
+        .await;
+    dns.set_a("meta.example.test.", &[Ipv4Addr::new(169, 254, 169, 254)])
+        .await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let port = b.addr().port();
+    let regions = format!(
+        "\n[regions.local]\nlatitude = 50.0\nlongitude = 8.0\nbackends = [{{ address = \"here.example.test:{port}\" }}, {{ address = \"meta.example.test:80\" }}]\n"
+    );
+    // Without `allow_loopback` (the default): neither name becomes a backend.
+    let table = format!("\n[dns]\nnameservers = [\"{}\"]\n", dns.addr);
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&table);
+    cfg.push_str(&regions);
+    let m = blocking(move || Meridian::start_ready(&cfg, listen, admin)).await;
+    let s = m.status();
+    assert_eq!(backend_count(&s), 0, "{s}");
+    let here = dns_name(&s, &format!("here.example.test:{port}"));
+    assert!(
+        here["error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1 (loopback)"),
+        "{here}"
+    );
+    let meta = dns_name(&s, "meta.example.test:80");
+    assert!(
+        meta["error"].as_str().unwrap().contains("169.254.169.254"),
+        "{meta}"
+    );
+    drop(m);
+    // With it, the loopback backend serves; the metadata address never does.
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str(&format!("{table}allow_loopback = true\n"));
+    cfg.push_str(&regions);
+    let m = blocking(move || Meridian::start_ready(&cfg, listen, admin)).await;
+    let s = m.status();
+    assert_eq!(backend_count(&s), 1, "{s}");
+    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+}

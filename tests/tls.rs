@@ -157,6 +157,19 @@ async fn https_listener_picks_certificates_by_sni_and_speaks_h2() {
         r.headers()["location"],
         format!("https://www.example.test:{}/a/b?c=1", https.port()).as_str()
     );
+    // A host no certificate names is not redirected to (no open redirect).
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{redir}/"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!r.headers().contains_key("location"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

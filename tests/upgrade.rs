@@ -176,3 +176,77 @@ async fn sigusr2_upgrades_in_place_and_hands_systemd_the_new_main_pid() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgrade_lets_a_long_streaming_response_finish() {
+    let a = backend("a", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, &a);
+    // The grace comes from the config (timeouts.shutdown_grace, 60 s by default).
+    let launch = Launch {
+        grace_period: Some(60),
+        ..Launch::default()
+    };
+    let mut m = tokio::task::block_in_place(|| {
+        let m = Meridian::start_with(&cfg, listen, admin, launch);
+        m.wait_all_up(Duration::from_secs(30));
+        m
+    });
+    let old_pid = m.pid();
+    let pid_file = m.dir.path().join("meridian.pid");
+    // 10 events, one a second: a 10 s response.
+    let mut stream = client()
+        .get(m.url("/drip/10/1000"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: 1\n\n");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill("USR2", old_pid);
+    let started = Instant::now();
+    // The whole stream arrives, across the upgrade.
+    let mut events = 1;
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        events += chunk.windows(6).filter(|w| w == b"data: ").count();
+    }
+    assert_eq!(events, 10, "every event arrived:\n{}", m.log());
+    // Then the old process leaves (it does not wait out the 60 s grace).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !m.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "old process did not exit:\n{}",
+            m.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the old process waited for the stream, not the whole grace"
+    );
+    let new_pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new_pid, old_pid);
+    let _reap = Reap(new_pid);
+    assert!(
+        m.log().contains("every in-flight request finished"),
+        "{}",
+        m.log()
+    );
+    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+    kill("TERM", new_pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(new_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "an idle process stops at once on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -163,6 +163,7 @@ pub(crate) fn limits(cx: &mut Cx<'_>, file: &file::LimitsFile) -> Limits {
 pub(crate) fn admin(
     cx: &mut Cx<'_>,
     file: &file::AdminFile,
+    written: Option<&S<String>>,
     listener: Option<SocketAddr>,
 ) -> Admin {
     let mut token = None;
@@ -188,16 +189,18 @@ pub(crate) fn admin(
         });
     }
     let loopback = listener.is_none_or(|a| a.ip().is_loopback());
-    if token.is_none() && !loopback && file.token.is_none() && file.token_file.is_none() {
-        let span = cx.top_key("listeners");
-        cx.missing(
-            span,
-            "admin.token",
-            Some(
-                "the admin listener is not loopback-only: set admin.token or admin.token_file, or bind listeners.admin to 127.0.0.1"
-                    .to_owned(),
-            ),
+    if !loopback && file.token.is_none() && file.token_file.is_none() {
+        let problem = Problem::hinted(
+            "the admin API would listen beyond loopback without a token",
+            "set admin.token or admin.token_file, or bind listeners.admin to 127.0.0.1",
         );
+        match written {
+            Some(value) => cx.bad(value, "listeners.admin", problem),
+            None => {
+                let span = cx.top_key("listeners");
+                cx.missing(span, "admin.token", problem.hint);
+            }
+        }
     }
     let mut hosts = Vec::new();
     if let Some(list) = &file.hosts {

@@ -114,7 +114,7 @@ fn minimal_file_gets_all_defaults() {
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(300),
             panic_threshold: None,
-            max_ejection_percent: 10,
+            max_ejection_percent: 100,
         },
         retry: Retry {
             attempts: 2,
@@ -429,7 +429,7 @@ fn full_file_maps_every_key() {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(600),
             panic_threshold: Some(40),
-            max_ejection_percent: 10,
+            max_ejection_percent: 100,
         }
     );
     assert_eq!(

@@ -57,7 +57,12 @@ pub(crate) fn validate(
     let reload = reload(cx, &file.reload);
     let dns = dns(cx, &file.dns);
     let limits = limits::limits(cx, &file.limits);
-    let admin = limits::admin(cx, &file.admin, Some(listeners.admin));
+    let admin = limits::admin(
+        cx,
+        &file.admin,
+        file.listeners.admin.as_ref(),
+        Some(listeners.admin),
+    );
     if !cx.errors.is_empty() {
         return None;
     }
@@ -419,11 +424,11 @@ fn outlier(cx: &mut Cx<'_>, file: &file::OutlierFile) -> Outlier {
             .int(
                 file.max_ejection_percent.as_ref(),
                 "outlier.max_ejection_percent",
-                10,
+                100,
                 0..=100,
             )
             .and_then(|p| u8::try_from(p).ok())
-            .unwrap_or(10),
+            .unwrap_or(100),
     }
 }
 

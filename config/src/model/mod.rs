@@ -472,7 +472,10 @@ pub struct Outlier {
     /// `None` disables the panic mode.
     pub panic_threshold: Option<u8>,
     /// At most this percentage of a region's backends may be ejected at once (Envoy's
-    /// `max_ejection_percent`); one backend may always be ejected.
+    /// `max_ejection_percent`); one backend may always be ejected. 100 by default: a region
+    /// whose backends all fail is better skipped (its traffic fails over to the next
+    /// region) than kept; lower it where one region must not lose most of its backends
+    /// to passive ejection alone.
     pub max_ejection_percent: u8,
 }
 

@@ -34,6 +34,24 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.logging.level != new.logging.level || old.logging.format != new.logging.format {
         out.push("logging.level/format");
     }
+    let (ot, nt) = (&old.timeouts, &new.timeouts);
+    if (ot.first_byte, ot.request_header, ot.h2_idle)
+        != (nt.first_byte, nt.request_header, nt.h2_idle)
+    {
+        out.push("timeouts.first_byte/request_header/h2_idle");
+    }
+    let (ol, nl) = (&old.limits, &new.limits);
+    if (
+        ol.max_header_size,
+        ol.max_requests_per_connection,
+        ol.max_concurrent_streams,
+    ) != (
+        nl.max_header_size,
+        nl.max_requests_per_connection,
+        nl.max_concurrent_streams,
+    ) {
+        out.push("limits.max_header_size/max_requests_per_connection/max_concurrent_streams");
+    }
     if old.node.region != new.node.region {
         out.push("node.region");
     }
