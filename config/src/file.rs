@@ -103,6 +103,7 @@ pub(crate) struct FileConfig {
     pub dns: DnsFile,
     pub limits: LimitsFile,
     pub admin: AdminFile,
+    pub mesh: MeshFile,
 }
 
 /// `[node]`
@@ -286,6 +287,40 @@ pub(crate) struct RegionFile {
     pub backends: Option<S<Vec<S<BackendFile>>>>,
     pub health_check: Option<HealthCheckFile>,
     pub tls: Option<UpstreamTlsFile>,
+    pub instances: Option<S<Vec<S<InstanceFile>>>>,
+    pub reach: Option<S<String>>,
+}
+
+/// One entry of `instances`: a Meridian instance running in the region.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct InstanceFile {
+    pub name: Option<S<String>>,
+    pub public: Option<S<Vec<S<String>>>>,
+    pub proxy: Option<S<String>>,
+    pub mesh: Option<S<String>>,
+}
+
+/// `[mesh]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct MeshFile {
+    pub secret: Option<S<String>>,
+    pub secret_file: Option<S<String>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub rise: Option<S<i64>>,
+    pub fall: Option<S<i64>>,
+    pub tls: Option<MeshTlsFile>,
+}
+
+/// `[mesh.tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct MeshTlsFile {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 /// One entry of `backends`.
@@ -418,7 +453,10 @@ table_only!(
     RetryFile,
     ReloadFile,
     LimitsFile,
-    AdminFile
+    AdminFile,
+    InstanceFile,
+    MeshFile,
+    MeshTlsFile
 );
 
 /// A table with arbitrary keys, in file order.

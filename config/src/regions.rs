@@ -272,6 +272,7 @@ fn one_region(
     let merged = own.over(global);
     merged.check_timeout(cx, &own);
     let tls = crate::tls::upstream_tls(cx, file.tls.as_ref(), key.clone(), &prefix);
+    let (instances, reach) = crate::mesh::instances(cx, file, &prefix);
     Region {
         name: name.to_owned(),
         latitude,
@@ -280,6 +281,8 @@ fn one_region(
         balance,
         health: merged.build(),
         tls,
+        instances,
+        reach,
     }
 }
 
@@ -360,7 +363,18 @@ fn backends(
     seen: &mut HashMap<BackendAddress, String>,
 ) -> Vec<Backend> {
     let field = format!("{prefix}.backends");
+    let relayed = file
+        .instances
+        .as_ref()
+        .is_some_and(|i| !i.get_ref().is_empty())
+        && file
+            .reach
+            .as_ref()
+            .is_some_and(|r| r.get_ref() == "instances");
     let list = match &file.backends {
+        // A region reached through its instances may list no backends: its own instances
+        // get theirs from their own configuration.
+        None if relayed => return Vec::new(),
         None => {
             cx.missing(
                 key.clone(),

@@ -86,6 +86,8 @@ fn minimal_file_gets_all_defaults() {
             balance: Balance::P2cPeakEwma,
             health: default_health(),
             tls: None,
+            instances: vec![],
+            reach: Reach::Backends,
         }],
         geoip: GeoIp {
             database: None,
@@ -144,6 +146,14 @@ fn minimal_file_gets_all_defaults() {
             max_memory: None,
         },
         admin: Admin::default(),
+        mesh: Mesh {
+            secret: None,
+            tls: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(800),
+            rise: 2,
+            fall: 3,
+        },
     };
     assert_eq!(config, expected);
     assert_eq!(config.local_region_index(), 0);

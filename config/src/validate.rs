@@ -42,7 +42,8 @@ pub(crate) fn validate(
         Some(entries) => entries.0.iter().map(|(name, _)| name.clone()).collect(),
         None => Vec::new(),
     };
-    let node = node(cx, &file.node, &names);
+    let by_name = crate::mesh::unique_names(cx, file, &regions);
+    let node = node(cx, &file.node, &names, &by_name, &regions);
     let listeners = listeners(cx, &file.listeners);
     let threads = threads(cx, file.threads.as_ref());
     let timeouts = limits::timeouts(cx, &file.timeouts);
@@ -57,6 +58,7 @@ pub(crate) fn validate(
     let reload = reload(cx, &file.reload);
     let dns = dns(cx, &file.dns);
     let limits = limits::limits(cx, &file.limits);
+    let mesh = crate::mesh::mesh(cx, &file.mesh, by_name.len());
     let admin = limits::admin(
         cx,
         &file.admin,
@@ -84,6 +86,7 @@ pub(crate) fn validate(
         dns,
         limits,
         admin,
+        mesh,
     })
 }
 
@@ -160,13 +163,65 @@ fn dns(cx: &mut Cx<'_>, file: &file::DnsFile) -> Dns {
     }
 }
 
-fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
-    let region = match &node.region {
-        Some(region) => {
+fn node(
+    cx: &mut Cx<'_>,
+    node: &file::NodeFile,
+    names: &[String],
+    instances: &std::collections::HashMap<String, usize>,
+    regions: &[crate::model::Region],
+) -> Node {
+    let name = node
+        .name
+        .as_ref()
+        .and_then(|name| cx.check(name, "node.name", |n| checks::visible_token(n, "node name")));
+    // With instances listed, node.name says which one this process is, and its region
+    // follows (node.region may then be left out).
+    let own_region = name
+        .as_ref()
+        .and_then(|n| instances.get(n))
+        .and_then(|&i| regions.get(i))
+        .map(|r| r.name.clone());
+    if !instances.is_empty() && own_region.is_none() {
+        let mut list: Vec<&String> = instances.keys().collect();
+        list.sort();
+        let hint =
+            format!(
+            "set node.name (or run with --node NAME, or MERIDIAN_NODE) to one of the instances: {}",
+            list.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        );
+        match &node.name {
+            Some(n) => cx.bad(
+                n,
+                "node.name",
+                Problem::hinted(
+                    format!("\"{}\" is not one of the instances", n.get_ref()),
+                    hint,
+                ),
+            ),
+            None => {
+                let span = cx.top_key("node");
+                cx.missing(span, "node.name", Some(hint));
+            }
+        }
+    }
+    let region = match (&node.region, own_region) {
+        (Some(region), own) => {
             cx.region_ref(names, region, "node.region");
+            if let Some(own) = own.filter(|o| o != region.get_ref()) {
+                cx.bad(
+                    region,
+                    "node.region",
+                    format!(
+                        "node.region is \"{}\" but instance \"{}\" is listed in region \"{own}\"",
+                        region.get_ref(),
+                        name.as_deref().unwrap_or("")
+                    ),
+                );
+            }
             region.get_ref().clone()
         }
-        None => {
+        (None, Some(own)) => own,
+        (None, None) => {
             let hint = if names.is_empty() {
                 "set it to the region this instance runs in".to_owned()
             } else {
@@ -178,12 +233,7 @@ fn node(cx: &mut Cx<'_>, node: &file::NodeFile, names: &[String]) -> Node {
             String::new()
         }
     };
-    let name = match &node.name {
-        Some(name) => cx
-            .check(name, "node.name", |n| checks::visible_token(n, "node name"))
-            .unwrap_or_default(),
-        None => format!("meridian-{region}"),
-    };
+    let name = name.unwrap_or_else(|| format!("meridian-{region}"));
     Node { region, name }
 }
 

@@ -29,6 +29,10 @@ pub enum Command {
         /// The TOML config file.
         #[arg(short, long, default_value = "/etc/meridian/meridian.toml")]
         config: PathBuf,
+        /// Which instance of the config's instance lists this process is (overrides
+        /// `node.name`; default: the `MERIDIAN_NODE` environment variable).
+        #[arg(long)]
+        node: Option<String>,
         /// Take over the listening sockets of the running instance (graceful upgrade):
         /// start the new process with --upgrade, then send SIGQUIT to the old one.
         #[arg(long)]
@@ -49,6 +53,9 @@ pub enum Command {
         /// Config files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Check as this instance (overrides `node.name`; default: `MERIDIAN_NODE`).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Start a three-region demo world on loopback, with no files needed.
     Demo {
@@ -61,9 +68,20 @@ pub enum Command {
     },
 }
 
+/// The overrides of `--node` (or `MERIDIAN_NODE`).
+fn overrides(node: Option<String>) -> meridian_config::Overrides {
+    meridian_config::Overrides {
+        node_name: node.or_else(|| {
+            std::env::var("MERIDIAN_NODE")
+                .ok()
+                .filter(|n| !n.is_empty())
+        }),
+    }
+}
+
 /// Validates one file; prints the summary or the errors.
-pub fn check(path: &std::path::Path) -> bool {
-    match meridian_config::load(path) {
+pub fn check(path: &std::path::Path, overrides: &meridian_config::Overrides) -> bool {
+    match meridian_config::load_with(path, overrides) {
         Ok(config) => match build_locator(&config) {
             Ok(locator) => {
                 let backends: usize = config.regions.iter().map(|r| r.backends.len()).sum();
@@ -101,10 +119,11 @@ pub fn check(path: &std::path::Path) -> bool {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files } => {
+        Command::Check { files, node } => {
+            let overrides = overrides(node);
             let mut ok = true;
             for f in &files {
-                ok &= check(f);
+                ok &= check(f, &overrides);
             }
             if ok {
                 ExitCode::SUCCESS
@@ -121,12 +140,14 @@ pub fn main() -> ExitCode {
         },
         Command::Run {
             config,
+            node,
             upgrade,
             upgrade_sock,
             pid_file,
             grace_period,
         } => {
-            let cfg = match meridian_config::load(&config) {
+            let overrides = overrides(node);
+            let cfg = match meridian_config::load_with(&config, &overrides) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");

@@ -187,6 +187,10 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, CertE
     ));
     server.add_service(background_service("watchdog", Watchdog));
     server.add_service(background_service(
+        "mesh",
+        crate::control::mesh::MeshService::new(inst.clone(), inst.mesh.clone()),
+    ));
+    server.add_service(background_service(
         "overload sampler",
         Sampler(inst.overload.clone()),
     ));

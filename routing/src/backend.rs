@@ -2,7 +2,7 @@
 //! reload that leaves the backend in place keeps its health, latency and ejection history.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +36,9 @@ pub struct BackendState {
     pub metrics: BackendMetrics,
     /// Probes done so far.
     probes: AtomicU64,
+    /// The verdict of the backend's own region's instance (the mesh), which overrides this
+    /// instance's probes while that report is fresh: 0 none, 1 usable, 2 not usable.
+    remote: AtomicU8,
     /// The last probe's outcome, for `/status` (written by the prober only).
     last_probe: Mutex<Option<ProbeReport>>,
 }
@@ -71,13 +74,40 @@ impl BackendState {
             latency: Arc::new(LatencyStats::new()),
             outlier: Outlier::default(),
             probes: AtomicU64::new(0),
+            remote: AtomicU8::new(0),
             last_probe: Mutex::new(None),
         }
     }
 
-    /// Whether the backend may take new requests: probes pass and it is not ejected.
+    /// Whether the backend may take new requests: it is not ejected, and its region's own
+    /// instance reports it usable (while that report is fresh) or else this instance's
+    /// probes pass.
     pub fn usable(&self, now: Instant) -> bool {
-        self.health.get() == Health::Up && !self.outlier.is_ejected(now)
+        let healthy = match self.remote() {
+            Some(usable) => usable,
+            None => self.health.get() == Health::Up,
+        };
+        healthy && !self.outlier.is_ejected(now)
+    }
+
+    /// The mesh's verdict on the backend (`None`: no fresh report; this instance's probes
+    /// decide).
+    pub fn remote(&self) -> Option<bool> {
+        match self.remote.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Sets or clears the mesh's verdict (the mesh service only).
+    pub fn set_remote(&self, verdict: Option<bool>) {
+        let v = match verdict {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        self.remote.store(v, Ordering::Relaxed);
     }
 
     /// Records a probe result (prober only).

@@ -17,6 +17,16 @@ pub struct Load {
 
 impl Load {
     pub fn start(url: String, workers: usize, limit: Duration) -> Load {
+        Load::start_with_header(url, workers, limit, None)
+    }
+
+    /// Like [`Load::start`], every request carrying `header` (e.g. a client address).
+    pub fn start_with_header(
+        url: String,
+        workers: usize,
+        limit: Duration,
+        header: Option<(&'static str, &'static str)>,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -34,7 +44,11 @@ impl Load {
             tasks.spawn(async move {
                 let c = client();
                 while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
-                    let outcome = match c.get(&url).send().await {
+                    let mut req = c.get(&url);
+                    if let Some((k, v)) = header {
+                        req = req.header(k, v);
+                    }
+                    let outcome = match req.send().await {
                         Ok(r) if r.status() == 200 => Ok(()),
                         Ok(r) => Err(format!("status {}", r.status())),
                         Err(e) => Err(format!("{e:?}")),

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::secrets::Secret;
+
 /// Timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -48,28 +50,6 @@ pub struct Limits {
     pub max_inflight: u32,
     /// Resident memory above which new requests are shed; `None`: no memory limit.
     pub max_memory: Option<u64>,
-}
-
-/// A secret string: compared by content, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `s`.
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 /// Who may use the admin API's mutating endpoints (`POST /reload`, runtime operations).

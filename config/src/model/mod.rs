@@ -7,15 +7,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 mod limits;
+mod mesh;
+mod secrets;
 
-pub use limits::{Admin, Limits, Secret, Timeouts};
+pub use limits::{Admin, Limits, Timeouts};
+pub use mesh::{Instance, Mesh, MeshTls, Reach};
+pub use secrets::{PrivateKey, Secret};
 
 /// A fully validated Meridian configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +58,8 @@ pub struct Config {
     pub limits: Limits,
     /// Who may use the admin API's mutating endpoints.
     pub admin: Admin,
+    /// How the instances of every region know each other.
+    pub mesh: Mesh,
 }
 
 impl Config {
@@ -77,6 +82,43 @@ impl Config {
     /// Looks a region up by name.
     pub fn region(&self, name: &str) -> Option<&Region> {
         self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// Every instance of every region, with its region's index.
+    pub fn instances(&self) -> impl Iterator<Item = (usize, &Instance)> {
+        self.regions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.instances.iter().map(move |inst| (i, inst)))
+    }
+
+    /// A digest of the configuration without this instance's identity (`node`), its plain
+    /// listener addresses and the file's path: instances deployed with the same file (or
+    /// equivalent files) agree on it, so a half-rolled-out change shows. Secrets and keys
+    /// count as whether they are set.
+    pub fn digest(&self) -> String {
+        let mut c = self.clone();
+        c.source = None;
+        c.node = Node {
+            region: String::new(),
+            name: String::new(),
+        };
+        // Listener addresses are the host's own business.
+        c.listeners.http.clear();
+        c.listeners.redirect_http.clear();
+        c.listeners.admin = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let text = format!("{c:?}");
+        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{h:016x}")
+    }
+
+    /// This process's own entry in the instance lists (`node.name`), if there are any.
+    pub fn own_instance(&self) -> Option<&Instance> {
+        self.instances()
+            .find(|(_, i)| i.name == self.node.name)
+            .map(|(_, i)| i)
     }
 }
 
@@ -136,31 +178,6 @@ pub struct ServerCertificate {
     pub chain: Vec<CertificateDer<'static>>,
     /// The private key as read.
     pub key: PrivateKey,
-}
-
-/// A private key read from a PEM file; compared by content, never printed.
-#[derive(Clone)]
-pub struct PrivateKey(pub Arc<PrivateKeyDer<'static>>);
-
-impl PrivateKey {
-    /// The key in DER.
-    pub fn der(&self) -> &PrivateKeyDer<'static> {
-        &self.0
-    }
-}
-
-impl PartialEq for PrivateKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.secret_der() == other.0.secret_der()
-    }
-}
-
-impl Eq for PrivateKey {}
-
-impl std::fmt::Debug for PrivateKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PrivateKey(..)")
-    }
 }
 
 /// TLS to a region's backends.
@@ -228,6 +245,10 @@ pub struct Region {
     pub health: HealthCheck,
     /// TLS to the backends; plain HTTP when `None`.
     pub tls: Option<UpstreamTls>,
+    /// The Meridian instances running in this region (the mesh, GeoDNS answers).
+    pub instances: Vec<Instance>,
+    /// How other regions' instances reach this region.
+    pub reach: Reach,
 }
 
 /// One upstream backend.

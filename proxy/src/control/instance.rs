@@ -117,6 +117,8 @@ pub struct Instance {
     pub retry_budget: RetryBudget,
     /// Requests in flight and memory: when to shed, when a graceful stop is done.
     pub overload: Arc<Overload>,
+    /// The mesh of instances: what this instance knows of its peers.
+    pub mesh: Arc<meridian_mesh::Mesh>,
 }
 
 impl Instance {
@@ -140,6 +142,7 @@ impl Instance {
         generation.set(active.routing.generation as i64);
         let (changed, _) = watch::channel(active.routing.generation);
         let overload = Arc::new(Overload::new(&registry));
+        let mesh = meridian_mesh::Mesh::new(&registry);
         Ok(Arc::new(Instance {
             active: ArcSwap::from_pointee(active),
             changed,
@@ -150,6 +153,7 @@ impl Instance {
             started_at: SystemTime::now(),
             retry_budget: RetryBudget::default(),
             overload,
+            mesh,
             registry,
         }))
     }

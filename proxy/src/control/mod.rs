@@ -1,9 +1,10 @@
 //! The control plane of one instance: its shared state ([`instance`]), hot reload
-//! ([`reload`]), overload ([`overload`]), DNS discovery of backends ([`discovery`]), readiness ([`readiness`]),
+//! ([`reload`]), the mesh of instances ([`mesh`]), overload ([`overload`]), DNS discovery of backends ([`discovery`]), readiness ([`readiness`]),
 //! process signals and graceful upgrades ([`upgrade`]) and systemd ([`systemd`]).
 
 pub mod discovery;
 pub mod instance;
+pub mod mesh;
 pub mod overload;
 pub mod readiness;
 pub mod reload;

@@ -63,6 +63,13 @@ fn listeners(config: &Config) -> Vec<(String, SocketAddr, Check)> {
         out.push((format!("listeners.redirect_http[{i}]"), *a, Check::Connect));
     }
     out.push(("listeners.admin".to_string(), l.admin, Check::Connect));
+    if let Some(me) = config.own_instance() {
+        out.push((
+            format!("the mesh endpoint of {}", me.name),
+            me.mesh,
+            Check::Connect,
+        ));
+    }
     out
 }
 

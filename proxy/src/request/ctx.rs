@@ -80,6 +80,8 @@ pub struct Ctx {
     pub last_body_at: Option<Instant>,
     /// Why Meridian answered the request itself, if it did.
     pub refusal: Option<Refusal>,
+    /// Another instance relayed the request here: it is served from this region only.
+    pub relayed: bool,
 }
 
 impl Ctx {
@@ -100,6 +102,7 @@ impl Ctx {
             body_bytes: 0,
             last_body_at: None,
             refusal: None,
+            relayed: false,
         }
     }
 
@@ -181,6 +184,11 @@ impl Ctx {
     /// Whether another attempt is within `retry.attempts` for this request.
     pub fn attempts_left(&self) -> bool {
         (self.tried.count() as u32) <= self.snap().config.retry.attempts
+    }
+
+    /// Whether the current attempt goes to another region's instance (a relay).
+    pub fn relaying(&self) -> bool {
+        self.backend().is_some_and(|(r, _)| r.relay)
     }
 
     /// Counts a retry away from the current attempt's region.

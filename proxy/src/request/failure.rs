@@ -84,6 +84,7 @@ pub fn client_stalled(session: &mut Session, e: &Error, ctx: &Ctx) -> bool {
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
+        t if *t == super::relay::RELAY_UNAVAILABLE => 503,
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if e.esource() == &ErrorSource::Upstream =>
         {
@@ -141,6 +142,9 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    if code == 503 && ctx.relayed && ctx.no_backend {
+        let _ = resp.insert_header(super::relay::RELAY_FAILED, "no-backend");
+    }
     if let Some(after) = retry_after {
         let secs = after.as_secs().max(1).to_string();
         if let Ok(v) = HeaderValue::from_str(&secs) {

@@ -33,8 +33,12 @@ pub struct Identity {
     /// [`Identity::via_for`]).
     via: [HeaderValue; 3],
     /// `client.trusted_proxies`, IPv4-mapped networks in IPv4 form
-    /// ([`canonical_nets`]).
+    /// ([`canonical_nets`]), and every other Meridian instance's addresses: a request a
+    /// peer relays carries its client's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// The other instances' addresses: a request from one of them that says it was relayed
+    /// is served from this instance's own region only.
+    pub peers: Vec<IpAddr>,
 }
 
 /// A `Via` entry; node names are validated visible ASCII, so this cannot fail in practice.
@@ -47,14 +51,30 @@ impl Identity {
     /// The identity `config` gives this node.
     pub fn of(config: &Config) -> Identity {
         let name = &config.node.name;
+        let mut peers: Vec<IpAddr> = config
+            .instances()
+            .filter(|(_, i)| i.name != *name)
+            .flat_map(|(_, i)| i.public.iter().copied().chain([i.proxy.ip(), i.mesh.ip()]))
+            .map(super::client::canonical)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let mut trusted = canonical_nets(&config.client.trusted_proxies);
+        trusted.extend(peers.iter().map(|ip| IpNet::from(*ip)));
         Identity {
             via: [
                 via_value("1.0", name),
                 via_value("1.1", name),
                 via_value("2", name),
             ],
-            trusted_proxies: canonical_nets(&config.client.trusted_proxies),
+            trusted_proxies: trusted,
+            peers,
         }
+    }
+
+    /// Whether `peer` is another Meridian instance.
+    pub fn is_peer(&self, peer: IpAddr) -> bool {
+        self.peers.contains(&super::client::canonical(peer))
     }
 
     /// The `Via` entry for a request received as `version` (`1.0 <name>`, `1.1 <name>`,

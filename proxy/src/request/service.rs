@@ -22,6 +22,7 @@ use super::ctx::{hash_key, Ctx, Refusal};
 use super::failure;
 use super::forwarding;
 use super::metrics::RequestMetrics;
+use super::relay;
 use crate::control::instance::Instance;
 
 /// The Meridian proxy service.
@@ -58,7 +59,12 @@ fn locate_and_plan(session: &Session, ctx: &mut Ctx, metrics: &RequestMetrics) {
         ctx.location = snap.locator.lookup(c.ip);
         ctx.client = Some(c);
     }
-    ctx.plan = snap.plan(ctx.location.as_ref());
+    ctx.relayed = relay::relayed(session, &active);
+    ctx.plan = if ctx.relayed {
+        relay::local_only(snap)
+    } else {
+        snap.plan(ctx.location.as_ref())
+    };
     // The first consistent-hash region in the plan decides the key (regions normally
     // share one key); computed once, borrowed from the snapshot, no allocation.
     let key =
@@ -118,13 +124,14 @@ impl ProxyHttp for MeridianProxy {
         match snap.next_backend(&ctx.plan, &mut ctx.tried, ctx.hash, now) {
             Some(pick) => {
                 ctx.begin(pick, now);
-                let (_, member) = ctx.backend().ok_or_else(|| {
+                let (region, member) = ctx.backend().ok_or_else(|| {
                     Error::explain(ErrorType::InternalError, "picked backend not in snapshot")
                 })?;
                 let peer = active.upstreams.peer(
                     usize::from(pick.region),
                     &member.state,
                     &snap.config.timeouts,
+                    region.relay,
                 );
                 Ok(Box::new(peer))
             }
@@ -186,6 +193,14 @@ impl ProxyHttp for MeridianProxy {
             e.set_retry(false);
             return e;
         }
+        if *e.etype() == relay::RELAY_UNAVAILABLE {
+            // The relay cannot serve now: a failure of that hop (outlier detection takes it
+            // out until the mesh catches up), and safe to send elsewhere for any method.
+            ctx.record_outcome(Outcome::Failure);
+            let retry = session.response_written().is_none() && self.may_retry(ctx);
+            e.set_retry(retry);
+            return e;
+        }
         if failure::client_stalled(session, &e, ctx) {
             // The backend waited for a request body the client stopped sending.
             ctx.excuse_backend();
@@ -223,7 +238,8 @@ impl ProxyHttp for MeridianProxy {
             tls: ctx.tls,
             via: ctx.active.identity.via_for(session.req_header().version),
         };
-        forwarding::apply(upstream, &hop)
+        forwarding::apply(upstream, &hop)?;
+        relay::mark(upstream, ctx.relaying(), &ctx.snap().config.node.name)
     }
 
     async fn request_body_filter(
@@ -261,6 +277,13 @@ impl ProxyHttp for MeridianProxy {
     ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if ctx.relaying() && relay::refused(resp) {
+            // The relay's region has nothing to serve with; it acted on nothing.
+            return Err(Error::explain(
+                relay::RELAY_UNAVAILABLE,
+                "the relay's region has no usable backend",
+            ));
         }
         let now = Instant::now();
         if let (Some(a), Some((region, member))) = (&ctx.attempt, ctx.backend()) {

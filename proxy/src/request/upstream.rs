@@ -57,9 +57,17 @@ impl Upstreams {
     }
 
     /// The pingora peer for backend `backend` of region `region`: plain or TLS as the region
-    /// says (SNI, verification, CA, client certificate, pool key), with the timeouts.
-    pub fn peer(&self, region: usize, backend: &BackendState, t: &Timeouts) -> HttpPeer {
-        let mut peer = match self.tls(region) {
+    /// says (SNI, verification, CA, client certificate, pool key), with the timeouts. A
+    /// relay (another instance's proxy listener) is spoken to in plain HTTP.
+    pub fn peer(
+        &self,
+        region: usize,
+        backend: &BackendState,
+        t: &Timeouts,
+        relay: bool,
+    ) -> HttpPeer {
+        let tls = if relay { None } else { self.tls(region) };
+        let mut peer = match tls {
             None => HttpPeer::new(backend.addr, false, String::new()),
             Some(tls) => {
                 let sni = tls.server_name(&backend.host);

@@ -26,7 +26,8 @@ impl Snapshot {
             for m in &region.members {
                 let s = &m.state;
                 tiered |= m.tier > 0;
-                all_probed &= s.probes() > 0;
+                // Relay members are never probed: the mesh speaks for them.
+                all_probed &= region.relay || s.probes() > 0;
                 let up = s.usable(now);
                 s.metrics.up.set(i64::from(up));
                 if up {
@@ -62,6 +63,7 @@ impl Snapshot {
                 0.0
             };
             let measured = measured.clamp(0.0, f64::from(u32::MAX)) as u32;
+            let measured = state.remote_latency().unwrap_or(measured);
             state.publish_measurement(measured, usable, now, deadband);
         }
         all_probed

@@ -129,6 +129,7 @@ impl MemberList<'_> {
 /// tables, and its live state.
 fn region_pool(
     r: &Region,
+    relay: bool,
     carried: &Carried<'_>,
     metrics: &RoutingMetrics,
     answers: &Answers,
@@ -141,7 +142,13 @@ fn region_pool(
         ids: HashSet::new(),
         capped: false,
     };
-    for b in &r.backends {
+    if relay {
+        // The region is reached through its instances' proxy listeners.
+        for inst in &r.instances {
+            list.add(inst.proxy, Some(&Arc::from(inst.name.as_str())), 1, 0);
+        }
+    }
+    for b in r.backends.iter().filter(|_| !relay) {
         let weight = b.weight.max(1);
         let backup = u8::from(b.backup);
         match b.address.as_static() {
@@ -170,6 +177,7 @@ fn region_pool(
         members,
         state,
         health: r.health.clone(),
+        relay,
     }
 }
 
@@ -202,12 +210,16 @@ impl Snapshot {
         answers: &Answers,
     ) -> Snapshot {
         let carried = Carried::from(previous);
+        let local = config.local_region_index();
         let regions: Vec<RegionPool> = config
             .regions
             .iter()
-            .map(|r| region_pool(r, &carried, metrics, answers))
+            .enumerate()
+            .map(|(i, r)| {
+                let relay = i != local && r.reach == meridian_config::Reach::Instances;
+                region_pool(r, relay, &carried, metrics, answers)
+            })
             .collect();
-        let local = config.local_region_index();
         let node_coords = regions.get(local).map(|r| r.coords).unwrap_or(Coordinates {
             latitude: 0.0,
             longitude: 0.0,

@@ -38,6 +38,10 @@ pub struct RegionState {
     pub(super) tier_members: AtomicU32,
     /// Rotating cursor for round-robin style algorithms.
     pub cursor: AtomicUsize,
+    /// Latency to the region as the mesh knows it (its instance's measured latency to its
+    /// backends plus the round trip to that instance), in µs; 0 when there is no fresh
+    /// report and this instance's own measurements count.
+    remote_latency_us: AtomicU32,
 }
 
 impl RegionState {
@@ -51,6 +55,21 @@ impl RegionState {
             tier_usable: AtomicU32::new(0),
             tier_members: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
+            remote_latency_us: AtomicU32::new(0),
+        }
+    }
+
+    /// Sets or clears (`None`) the latency the mesh reports for the region.
+    pub fn set_remote_latency(&self, us: Option<u32>) {
+        self.remote_latency_us
+            .store(us.map_or(0, |u| u.max(1)), Ordering::Relaxed);
+    }
+
+    /// The latency the mesh reports for the region, if any.
+    pub fn remote_latency(&self) -> Option<u32> {
+        match self.remote_latency_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us),
         }
     }
 
@@ -135,6 +154,9 @@ pub struct RegionPool {
     pub state: Arc<RegionState>,
     /// Active health check settings.
     pub health: HealthCheck,
+    /// Whether the members are the region's Meridian instances (requests are relayed
+    /// through them; the mesh, not probes, says whether they are usable).
+    pub relay: bool,
 }
 
 #[cfg(test)]

@@ -52,6 +52,15 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<&'static str> {
     ) {
         out.push("limits.max_header_size/max_requests_per_connection/max_concurrent_streams");
     }
+    if old.node.name != new.node.name {
+        out.push("node.name");
+    }
+    if old.own_instance().map(|i| i.mesh) != new.own_instance().map(|i| i.mesh) {
+        out.push("this instance's mesh address");
+    }
+    if old.mesh.secret != new.mesh.secret || old.mesh.tls != new.mesh.tls {
+        out.push("mesh.secret/mesh.tls");
+    }
     if old.node.region != new.node.region {
         out.push("node.region");
     }

@@ -178,6 +178,8 @@ pub struct Swapped {
 pub struct Reloader {
     inst: Arc<Instance>,
     config_path: Option<PathBuf>,
+    /// Reloads keep the identity the process started with (`--node`, `MERIDIAN_NODE`).
+    overrides: meridian_config::Overrides,
     dns: Arc<DnsState>,
     certs: Vec<Arc<CertResolver>>,
     /// Serializes reloads and rebuilds (SIGHUP, file watch, the admin API and DNS race).
@@ -207,9 +209,13 @@ impl Reloader {
             "Configuration reloads by result",
             &["result"],
         );
+        let overrides = meridian_config::Overrides {
+            node_name: Some(inst.active().routing.config.node.name.clone()),
+        };
         Reloader {
             inst,
             config_path,
+            overrides,
             dns,
             certs,
             lock: Mutex::new(()),
@@ -316,7 +322,7 @@ impl Reloader {
 
     fn reload_locked(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
         let path = self.config_path.as_ref().ok_or(ReloadError::NotFromFile)?;
-        let config = meridian_config::load(path)
+        let config = meridian_config::load_with(path, &self.overrides)
             .map_err(|errors| ReloadError::Invalid(errors.to_string()))?;
         self.apply_locked(config, trigger)
     }

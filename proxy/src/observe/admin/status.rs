@@ -44,6 +44,7 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                         "tier": m.tier,
                         "health": s.health.get().as_str(),
                         "usable": s.usable(now),
+                        "mesh_verdict": s.remote(),
                         "ejected": s.outlier.is_ejected(now),
                         "ejection_streak": s.outlier.streak(),
                         "inflight": s.latency.inflight(),
@@ -66,6 +67,16 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                 "latitude": r.coords.latitude,
                 "longitude": r.coords.longitude,
                 "balance": cfg.regions[i].balance.as_str(),
+                "reach": cfg.regions[i].reach.as_str(),
+                "health_source": if i == snap.local {
+                    "probes"
+                } else if r.relay {
+                    "mesh (relay)"
+                } else if r.state.remote_latency().is_some() {
+                    "mesh"
+                } else {
+                    "probes"
+                },
                 "health": if usable == 0 { "down" } else if usable < r.members.len() { "degraded" } else { "up" },
                 "usable_backends": usable,
                 "active_tier": match r.state.active_tier() { u8::MAX => None, t => Some(t) },
@@ -99,6 +110,48 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
         })),
         "regions": regions,
         "dns": dns_names(dns),
+        "mesh": mesh(inst, &snap.config),
+    })
+}
+
+/// The `mesh` part of `/status`: every peer instance as this instance sees it, and the
+/// mesh's verdict (`null` without instance lists).
+fn mesh(inst: &crate::control::instance::Instance, cfg: &meridian_config::Config) -> Value {
+    let Some(me) = cfg.own_instance() else {
+        return Value::Null;
+    };
+    let view = inst.mesh.view();
+    let digest = cfg.digest();
+    let peers: Vec<Value> = view
+        .peers
+        .iter()
+        .map(|p| {
+            let doc = p.state.as_ref();
+            json!({
+                "name": p.name,
+                "region": p.region,
+                "reachable": p.reachable.as_str(),
+                "down": p.down,
+                "seen_by": p.seen_by,
+                "unseen_by": p.unseen_by,
+                "age_s": p.age.map(|a| a.as_secs_f64()),
+                "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1e3),
+                "error": p.error,
+                "ready": doc.map(|d| d.ready),
+                "draining": doc.map(|d| d.draining),
+                "generation": doc.map(|d| d.generation),
+                "config_digest": doc.map(|d| d.config_digest.clone()),
+                "same_config": doc.map(|d| d.config_digest == digest),
+                "region_usable": doc.map(|d| d.region_health.usable),
+                "region_backends": doc.map(|d| d.region_health.total),
+            })
+        })
+        .collect();
+    json!({
+        "me": me.name,
+        "mesh_address": me.mesh.to_string(),
+        "config_digest": digest,
+        "peers": peers,
     })
 }
 
