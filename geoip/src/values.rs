@@ -5,8 +5,6 @@
 //! nesting (maps, arrays and pointers followed) stops at [`MAX_DEPTH`], strings are UTF-8
 //! and map keys are strings. Work is bounded by a budget proportional to the section size.
 
-use std::collections::HashMap;
-
 use crate::verify::{Corruption, Section, ValueProblem};
 
 /// The deepest a value may nest: maps, arrays and pointers followed each count a level.
@@ -38,14 +36,20 @@ struct Header {
 
 /// What checking a value found: where it ends and how deep it nests.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Checked {
+struct Checked {
     /// Offset just past the value (past the pointer itself for a pointer).
-    pub(crate) end: usize,
+    end: usize,
     /// Levels below it: 0 for a scalar, 1 + the deepest child for a container or pointer.
     height: usize,
     /// Whether it is (or points at) a string.
     is_string: bool,
 }
+
+/// In [`Values::seen`]: verified, a string (or a pointer to one), and the height in the
+/// low bits (at most `MAX_DEPTH + 1`).
+const VERIFIED: u8 = 0x80;
+const STRING: u8 = 0x40;
+const HEIGHT: u8 = 0x3f;
 
 /// The checker of one section (the data section or the metadata), with what it has
 /// already verified.
@@ -54,8 +58,9 @@ pub(crate) struct Values<'a> {
     /// File offset of `bytes[0]`, for messages.
     base: usize,
     section: Section,
-    /// Values entered by offset (pointer targets and search tree records), once verified.
-    seen: HashMap<usize, Checked>,
+    /// Values entered by offset (pointer targets and search tree records), once verified:
+    /// one byte per offset of the section (a hash map costs more than the rest of the work).
+    seen: Vec<u8>,
     /// Containers being checked, outermost first: a pointer back to one is a loop.
     open: Vec<usize>,
     /// Values left to decode before the section counts as too complex.
@@ -82,7 +87,7 @@ impl<'a> Values<'a> {
             bytes,
             base,
             section,
-            seen: HashMap::new(),
+            seen: vec![0; bytes.len()],
             open: Vec::new(),
             budget: limit,
             limit,
@@ -94,9 +99,10 @@ impl<'a> Values<'a> {
         self.bytes.len()
     }
 
-    /// Verifies the value at `at` as a top-level record (nesting depth 0), once per offset.
-    pub(crate) fn record(&mut self, at: usize) -> Result<Checked, Corruption> {
-        self.entered(at, 0)
+    /// Verifies the value at `at` (inside the section) as a top-level record (nesting depth
+    /// 0), once per offset.
+    pub(crate) fn record(&mut self, at: usize) -> Result<(), Corruption> {
+        self.entered(at, 0).map(|_| ())
     }
 
     /// The value at `at` (verified beforehand) as a map: its entries' key and value offsets,
@@ -234,17 +240,23 @@ impl<'a> Values<'a> {
     }
 
     /// A value entered by offset (a record or a pointer target) at nesting `depth`: looked
-    /// up if already verified, else verified and remembered.
-    fn entered(&mut self, at: usize, depth: usize) -> Result<Checked, Corruption> {
-        if let Some(known) = self.seen.get(&at).copied() {
-            if depth + known.height > MAX_DEPTH {
+    /// up if already verified, else verified and remembered. Its height and whether it is
+    /// a string.
+    fn entered(&mut self, at: usize, depth: usize) -> Result<(usize, bool), Corruption> {
+        let known = self.seen.get(at).copied().unwrap_or(0);
+        if known & VERIFIED != 0 {
+            let height = usize::from(known & HEIGHT);
+            if depth + height > MAX_DEPTH {
                 return Err(self.fail(at, ValueProblem::TooDeep));
             }
-            return Ok(known);
+            return Ok((height, known & STRING != 0));
         }
         let checked = self.value(at, depth)?;
-        self.seen.insert(at, checked);
-        Ok(checked)
+        if let Some(slot) = self.seen.get_mut(at) {
+            // height <= MAX_DEPTH + 1 < 64
+            *slot = VERIFIED | if checked.is_string { STRING } else { 0 } | checked.height as u8;
+        }
+        Ok((checked.height, checked.is_string))
     }
 
     /// Verifies the value at `at`, nested `depth` levels deep.
@@ -298,11 +310,11 @@ impl<'a> Values<'a> {
                     };
                     return Err(self.fail(at, problem));
                 }
-                let found = self.entered(target, depth + 1)?;
+                let (height, is_string) = self.entered(target, depth + 1)?;
                 Ok(Checked {
                     end,
-                    height: found.height + 1,
-                    is_string: found.is_string,
+                    height: height + 1,
+                    is_string,
                 })
             }
             Kind::Map | Kind::Array => {
@@ -395,7 +407,8 @@ mod tests {
         }
         let mut values = Values::new(&bytes, 0, Section::Data);
         for (i, (pointer, _)) in pointers.iter().enumerate() {
-            let checked = values.record(i * 8).expect("valid pointer");
+            values.record(i * 8).expect("valid pointer");
+            let checked = values.value(i * 8, 0).expect("valid pointer");
             assert_eq!(checked.end, i * 8 + pointer.len());
             assert_eq!(values.uint(i * 8), Some(0x1234), "pointer {i}");
         }
@@ -409,7 +422,7 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
         let err = Values::with_budget(&bytes, 100, Section::Metadata, 4).record(0);
         assert_eq!(
-            err.map(|c| c.end),
+            err,
             Err(Corruption::TooComplex {
                 section: Section::Metadata,
                 bytes: 9,
