@@ -10,13 +10,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use mmdb_writer::{IpVersion, Ipv4Aliasing, Value, Writer};
 
 /// A flat (DB-IP layout) database: documentation ranges placed in four countries.
 fn write_db(path: &std::path::Path) {
     std::fs::write(
         path,
-        db_bytes(&[
+        country_db(&[
             ("192.0.2.0/24", "US"),
             ("198.51.100.0/24", "GB"),
             ("203.0.113.0/24", "JP"),
@@ -25,22 +24,6 @@ fn write_db(path: &std::path::Path) {
         ]),
     )
     .unwrap();
-}
-
-/// A flat (DB-IP layout) database placing each network in its country.
-fn db_bytes(entries: &[(&str, &str)]) -> Vec<u8> {
-    let mut w = Writer::builder("meridian-test-country")
-        .ip_version(IpVersion::V6)
-        .ipv4_aliasing(Ipv4Aliasing::Disabled)
-        .build();
-    for &(net, cc) in entries {
-        w.insert_value(
-            net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(),
-            Value::map([("country_code", Value::from(cc))]),
-        )
-        .unwrap();
-    }
-    w.to_bytes().unwrap()
 }
 
 /// A client whose connections come from `source` (127.0.0.2 is the trusted proxy).
@@ -322,7 +305,7 @@ async fn a_geoip_database_replaced_by_rename_moves_clients_without_a_reload_requ
     // The database lives outside the config file's directory: watched on its own.
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("country.mmdb");
-    std::fs::write(&db, db_bytes(&[("198.51.100.0/24", "GB")])).unwrap();
+    std::fs::write(&db, country_db(&[("198.51.100.0/24", "GB")])).unwrap();
     let mut cfg = header("us-east", listen, admin);
     cfg.push_str(&format!(
         "\n[geoip]\ndatabase = \"{}\"\n\n[client]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[steering]\nexpose_headers = true\n\n[reload]\ndebounce = \"100ms\"\n",
@@ -347,7 +330,7 @@ async fn a_geoip_database_replaced_by_rename_moves_clients_without_a_reload_requ
 
     // geoipupdate's way: the new database is written next to the old one and renamed over
     // it. The network now sits in Japan. No SIGHUP, no POST /reload.
-    replace_by_rename(&db, db_bytes(&[("198.51.100.0/24", "JP")]));
+    replace_by_rename(&db, country_db(&[("198.51.100.0/24", "JP")]));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let seen = route().await;

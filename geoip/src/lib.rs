@@ -3,7 +3,9 @@
 //! A [`Locator`] answers "where is this client?" with a [`Location`]: a country, its
 //! continent and coordinates. It consults static CIDR [`Override`]s first (longest prefix
 //! wins), then a MaxMind DB database: the DB-IP Country Lite database built into the binary
-//! ([`Locator::builtin`]) or a file the operator supplies ([`Locator::open`], memory-mapped).
+//! ([`Locator::builtin`]) or a file the operator supplies ([`Locator::open`]), read into memory
+//! and verified whole before use, so a corrupt file is rejected with a [`Corruption`] instead
+//! of crashing a lookup.
 //!
 //! Two record layouts are understood, so MaxMind GeoLite2/GeoIP2 City and Country files and
 //! DB-IP / ip-location-db files all work:
@@ -24,7 +26,13 @@ mod centroids;
 mod locator;
 mod record;
 mod types;
+mod values;
+mod verify;
 
 pub use centroids::{at_centroid, country_info};
-pub use locator::{DatabaseInfo, GeoIpError, Locator, Override, DBIP_ATTRIBUTION};
+pub use locator::{
+    DatabaseInfo, GeoIpError, Locator, Override, DBIP_ATTRIBUTION, MAX_DATABASE_BYTES,
+};
 pub use types::{great_circle_km, Continent, Coordinates, CountryCode, Location, LocationSource};
+pub use values::MAX_DEPTH;
+pub use verify::{Corruption, Section, ValueProblem};

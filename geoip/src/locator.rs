@@ -1,15 +1,17 @@
 //! The [`Locator`]: CIDR overrides in front of a MaxMind DB reader.
 
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
-use maxminddb::{MaxMindDbError, Mmap, Reader};
+use maxminddb::{MaxMindDbError, Reader};
 
 use crate::cache::NetCache;
 use crate::centroids::country_info;
 use crate::record::Record;
 use crate::types::{Coordinates, CountryCode, Location, LocationSource};
+use crate::verify::{verify, Corruption};
 
 /// The DB-IP Country Lite database built into the binary (see `data/README.md`).
 static BUILTIN_DB: &[u8] = include_bytes!("../data/dbip-country-lite.mmdb");
@@ -17,10 +19,14 @@ static BUILTIN_DB: &[u8] = include_bytes!("../data/dbip-country-lite.mmdb");
 /// The credit DB-IP's licence (CC BY 4.0) requires wherever its data is used or shown.
 pub const DBIP_ATTRIBUTION: &str = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0";
 
+/// The largest database file [`Locator::open`] reads into memory (2 GiB): commercial
+/// databases are a few hundred MB at most; a bigger file is a wrong path, not a database.
+pub const MAX_DATABASE_BYTES: u64 = 2 << 30;
+
 /// Why a [`Locator`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoIpError {
-    /// A database file could not be opened, mapped or parsed.
+    /// A database file could not be read, or its metadata not parsed.
     #[error("cannot open GeoIP database {}: {source}", path.display())]
     Open {
         /// The file.
@@ -28,6 +34,24 @@ pub enum GeoIpError {
         /// The cause.
         #[source]
         source: MaxMindDbError,
+    },
+    /// A database file is not a well-formed MaxMind DB file: found by the verification
+    /// every file goes through before use.
+    #[error("GeoIP database {} is corrupt: {problem}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        #[source]
+        problem: Corruption,
+    },
+    /// A database file is larger than [`MAX_DATABASE_BYTES`].
+    #[error("GeoIP database {} is larger than {limit} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// [`MAX_DATABASE_BYTES`].
+        limit: u64,
     },
     /// The database built into the binary could not be parsed (a build defect).
     #[error("the built-in GeoIP database is invalid: {0}")]
@@ -76,8 +100,8 @@ pub struct DatabaseInfo {
 enum Db {
     /// The built-in file, in the binary's read-only data.
     Static(Reader<&'static [u8]>),
-    /// A user file, memory-mapped.
-    Mapped(Reader<Mmap>),
+    /// A user file, read into memory and verified.
+    Loaded(Reader<Vec<u8>>),
 }
 
 /// Client IP → [`Location`]: overrides first, then a MaxMind DB database.
@@ -103,6 +127,9 @@ pub struct Locator {
 impl Locator {
     /// A locator over the DB-IP Country Lite database built into the binary.
     ///
+    /// Unlike a file, the built-in database is not verified here: its bytes are fixed when
+    /// the binary is built, and the crate's tests verify exactly those bytes.
+    ///
     /// # Errors
     ///
     /// [`GeoIpError::OverrideCoordinates`] for an override with coordinates out of range;
@@ -116,28 +143,32 @@ impl Locator {
     }
 
     /// A locator over a MaxMind DB file (GeoLite2/GeoIP2 City or Country, DB-IP Lite, or
-    /// any database with the layouts described in the crate docs), memory-mapped.
+    /// any database with the layouts described in the crate docs).
     ///
-    /// The file must not be modified in place while the locator lives: replace it by
-    /// renaming a new file over it, then build a new locator.
+    /// The file is read into memory and verified whole before use (every search tree node
+    /// and every data record it points at), so a corrupt file is rejected here and never
+    /// reaches a lookup, and changing the file afterwards, even in place, does not affect
+    /// this locator.
     ///
     /// # Errors
     ///
-    /// [`GeoIpError::Open`] naming the file and the cause when it cannot be opened or is not
-    /// a MaxMind DB file; [`GeoIpError::OverrideCoordinates`] as for [`Locator::builtin`].
+    /// [`GeoIpError::Open`] naming the file and the cause when it cannot be read or its
+    /// metadata not parsed; [`GeoIpError::Corrupt`] naming the file and what is wrong where
+    /// when it is not a well-formed MaxMind DB file; [`GeoIpError::TooLarge`];
+    /// [`GeoIpError::OverrideCoordinates`] as for [`Locator::builtin`].
     pub fn open(path: &Path, overrides: Vec<Override>) -> Result<Locator, GeoIpError> {
-        let open_error = |source| GeoIpError::Open {
+        let bytes = read_database(path)?;
+        verify(&bytes).map_err(|problem| GeoIpError::Corrupt {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        let reader = Reader::from_source(bytes).map_err(|source| GeoIpError::Open {
             path: path.to_path_buf(),
             source,
-        };
-        let reader = Reader::open_mmap(path).map_err(open_error)?;
-        let file_len = std::fs::metadata(path)
-            .map_err(|e| open_error(MaxMindDbError::Io(e)))?
-            .len();
-        check_layout(&reader.metadata, file_len).map_err(open_error)?;
+        })?;
         let info = info_of(&reader.metadata, Some(path));
         let ipv6_db = reader.metadata.ip_version == 6;
-        Locator::new(Db::Mapped(reader), ipv6_db, info, overrides)
+        Locator::new(Db::Loaded(reader), ipv6_db, info, overrides)
     }
 
     fn new(
@@ -203,9 +234,10 @@ impl Locator {
         }
         let found = match &self.db {
             Db::Static(reader) => reader.lookup_prefix::<Record<'_>>(ip),
-            Db::Mapped(reader) => reader.lookup_prefix::<Record<'_>>(ip),
+            Db::Loaded(reader) => reader.lookup_prefix::<Record<'_>>(ip),
         };
-        // Errors only come from a damaged tree or record: treat as unknown (not cached).
+        // After verification an error can only come from a tree path longer than the
+        // address (a node pointing back up): treat as unknown (not cached).
         let (record, prefix_len) = found.ok()?;
         let answer = record
             .and_then(|r| r.resolve())
@@ -254,25 +286,30 @@ fn canonical(network: IpNet) -> IpNet {
     network.trunc()
 }
 
-/// Rejects metadata that does not fit the file, which the reader (0.26) would only notice by
-/// panicking in a lookup: a search tree longer than the file, an unknown record size or IP
-/// version.
-fn check_layout(m: &maxminddb::Metadata, file_len: u64) -> Result<(), MaxMindDbError> {
-    if !matches!(m.record_size, 24 | 28 | 32) || !matches!(m.ip_version, 4 | 6) {
-        return Err(MaxMindDbError::InvalidDatabase(format!(
-            "unsupported record size {} or IP version {}",
-            m.record_size, m.ip_version
-        )));
+/// Reads a whole database file, refusing one larger than [`MAX_DATABASE_BYTES`].
+fn read_database(path: &Path) -> Result<Vec<u8>, GeoIpError> {
+    let open_error = |e| GeoIpError::Open {
+        path: path.to_path_buf(),
+        source: MaxMindDbError::Io(e),
+    };
+    let too_large = || GeoIpError::TooLarge {
+        path: path.to_path_buf(),
+        limit: MAX_DATABASE_BYTES,
+    };
+    let file = std::fs::File::open(path).map_err(open_error)?;
+    let len = file.metadata().map_err(open_error)?.len();
+    if len > MAX_DATABASE_BYTES {
+        return Err(too_large());
     }
-    // The tree, then a 16-byte separator, then the data section and the metadata.
-    let tree_len = u64::from(m.node_count) * u64::from(m.record_size) / 4;
-    if tree_len + 16 >= file_len {
-        return Err(MaxMindDbError::InvalidDatabase(format!(
-            "truncated: the search tree needs {} bytes, the file has {file_len}",
-            tree_len + 16
-        )));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // A device or a file growing while read stops at the limit too.
+    file.take(MAX_DATABASE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(open_error)?;
+    if bytes.len() as u64 > MAX_DATABASE_BYTES {
+        return Err(too_large());
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// [`DatabaseInfo`] from a reader's metadata; DB-IP attribution when it names DB-IP.
@@ -288,5 +325,19 @@ fn info_of(metadata: &maxminddb::Metadata, path: Option<&Path>) -> DatabaseInfo 
         database_type: metadata.database_type.clone(),
         build_epoch: metadata.build_epoch,
         attribution: dbip.then_some(DBIP_ATTRIBUTION),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_database_verifies() {
+        let layout = verify(BUILTIN_DB).expect("the built-in database is well-formed");
+        let reader = Reader::from_source(BUILTIN_DB).expect("parses");
+        assert_eq!(layout.node_count, reader.metadata.node_count);
+        assert_eq!(layout.record_size, reader.metadata.record_size);
+        assert_eq!(layout.ip_version, reader.metadata.ip_version);
     }
 }

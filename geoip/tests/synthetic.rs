@@ -395,16 +395,17 @@ fn corrupt_or_missing_files_name_the_path() {
     let missing = std::env::temp_dir().join("meridian-geoip-does-not-exist.mmdb");
 
     for (path, cause) in [
-        (garbage.path(), "metadata"),
-        (truncated.path(), "truncated"),
-        (empty.path(), ""),
-        (missing.as_path(), ""),
+        (garbage.path(), "no metadata section"),
+        (truncated.path(), "truncated: the search tree"),
+        (empty.path(), "no metadata section"),
+        (missing.as_path(), "No such file"),
     ] {
         let err = Locator::open(path, Vec::new()).expect_err("corrupt");
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains(cause), "{message}");
-        assert!(matches!(err, GeoIpError::Open { .. }));
+        let corrupt = matches!(err, GeoIpError::Corrupt { .. });
+        assert_eq!(corrupt, path != missing.as_path(), "{err:?}");
     }
 }
 

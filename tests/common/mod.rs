@@ -375,6 +375,24 @@ pub fn replace_by_rename(path: &Path, contents: impl AsRef<[u8]>) {
     std::fs::rename(&tmp, path).expect("rename it over the file");
 }
 
+/// A flat (DB-IP layout) IPv6 database placing each network in its country, without
+/// IPv4 aliases (IPv4-mapped lookups are mapped by the locator).
+pub fn country_db(entries: &[(&str, &str)]) -> Vec<u8> {
+    use mmdb_writer::{IpVersion, Ipv4Aliasing, Value, Writer};
+    let mut w = Writer::builder("meridian-test-country")
+        .ip_version(IpVersion::V6)
+        .ipv4_aliasing(Ipv4Aliasing::Disabled)
+        .build();
+    for &(net, cc) in entries {
+        w.insert_value(
+            net.parse::<mmdb_writer::ipnet::IpNet>().expect("network"),
+            Value::map([("country_code", Value::from(cc))]),
+        )
+        .expect("insert");
+    }
+    w.to_bytes().expect("serialize the database")
+}
+
 /// Asserts that `/status` shows a successful reload triggered by a file change, past
 /// `generation`.
 pub fn assert_reloaded_by_file_change(m: &Meridian, generation: u64) {

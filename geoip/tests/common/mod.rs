@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod handmade;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
