@@ -6,6 +6,11 @@
 //!
 //! Loopback only; bounded: 3 s warm-up, 4 s after the kill, at most 8 s after the revival.
 //! Targets (issue 4): 0 failed GETs; traffic moved within 1 s.
+//!
+//! A second case kills a whole **instance**, not its backends: a us-east instance relays
+//! UK clients to eu-west through the eu-west instance (`reach = "instances"`, the mesh
+//! polling every 250 ms, fall 2); the eu-west instance is stopped under load, and the
+//! bench reports failed requests and the time until the clients are served from us-east.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -203,4 +208,152 @@ fn main() {
         "  revive -> first us-east response  {}",
         rel(back_at, revive_at)
     );
+    instance_failover(&rt);
+}
+
+/// The relay case: kill the eu-west instance under load.
+fn instance_failover(rt: &tokio::runtime::Runtime) {
+    let (us_b, eu_b) = rt.block_on(async {
+        let spec = |n: &str, r: &str| BackendSpec::new(n, r, "127.0.0.1:0".parse().unwrap());
+        (
+            Backend::start(spec("us-east-1", "us-east")).await.unwrap(),
+            Backend::start(spec("eu-west-1", "eu-west")).await.unwrap(),
+        )
+    });
+    let (us, eu) = (
+        (
+            common::free_addr(),
+            common::free_addr(),
+            common::free_addr(),
+        ),
+        (
+            common::free_addr(),
+            common::free_addr(),
+            common::free_addr(),
+        ),
+    );
+    let cfg = |name: &str,
+               (listen, admin, _): (
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+    )| {
+        format!(
+            "threads = 2\n[node]\nname = \"{name}\"\n[listeners]\nhttp = [\"{listen}\"]\nadmin = \"{admin}\"\n\
+             [logging]\nlevel = \"warn\"\naccess_log = false\n[client]\ntrusted_proxies = [\"127.0.0.0/8\"]\n\
+             [health_check]\ninterval = \"250ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n[reload]\nwatch = false\n\
+             [mesh]\nsecret = \"bench-secret-0123456789\"\ninterval = \"250ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\n\
+             [steering.countries]\nGB = [\"eu-west\"]\n\
+             [regions.us-east]\nlatitude = 39.04\nlongitude = -77.49\nbackends = [{{ address = \"{}\" }}]\n\
+             instances = [{{ name = \"us-1\", proxy = \"{}\", mesh = \"{}\" }}]\n\
+             [regions.eu-west]\nlatitude = 53.35\nlongitude = -6.26\nreach = \"instances\"\nbackends = [{{ address = \"{}\" }}]\n\
+             instances = [{{ name = \"eu-1\", proxy = \"{}\", mesh = \"{}\" }}]\n",
+            us_b.addr(), us.0, us.2, eu_b.addr(), eu.0, eu.2
+        )
+    };
+    let instance = |name: &str, addrs| {
+        let config =
+            meridian_config::parse(&cfg(name, addrs), "<bench>", None).expect("bench config");
+        Instance::new(config).expect("instance")
+    };
+    let (us_inst, eu_inst) = (instance("us-1", us), instance("eu-1", eu));
+    let eu_served = common::serve(eu_inst);
+    let us_served = common::serve(us_inst.clone());
+    // Until the mesh says eu-1 can serve and UK clients are relayed.
+    let relayed = Instant::now() + Duration::from_secs(15);
+    let url = format!("http://{}/", us.0);
+    rt.block_on(async {
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        loop {
+            let r = c
+                .get(&url)
+                .header("x-forwarded-for", "81.2.69.160")
+                .send()
+                .await;
+            let region = r.ok().and_then(|r| {
+                r.headers()
+                    .get("x-region")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
+            if region.as_deref() == Some("eu-west") || Instant::now() > relayed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let started = Instant::now();
+    let kill_at = rt.block_on(async {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..WORKERS {
+            let (url, samples, stop) = (url.clone(), samples.clone(), stop.clone());
+            set.spawn(async move {
+                let c = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(15)
+                {
+                    let t0 = started.elapsed();
+                    let r = c
+                        .get(&url)
+                        .header("x-forwarded-for", "81.2.69.160")
+                        .send()
+                        .await;
+                    let lat = started.elapsed() - t0;
+                    let (ok, region) = match r {
+                        Ok(r) if r.status() == 200 => (
+                            true,
+                            r.headers()
+                                .get("x-region")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string(),
+                        ),
+                        _ => (false, String::new()),
+                    };
+                    samples.lock().unwrap().push((t0, lat, ok, region));
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let kill_at = started.elapsed();
+        tokio::task::spawn_blocking(move || eu_served.stop())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while set.join_next().await.is_some() {}
+        kill_at
+    });
+    us_served.stop();
+    let s = samples.lock().unwrap();
+    let failed = s.iter().filter(|x| !x.2).count();
+    let before = s
+        .iter()
+        .filter(|x| x.0 < kill_at && x.3 == "eu-west")
+        .count();
+    let moved = s
+        .iter()
+        .filter(|x| x.0 + x.1 >= kill_at && x.3 == "us-east")
+        .map(|x| x.0 + x.1)
+        .min();
+    let last_fail = s.iter().filter(|x| !x.2).map(|x| x.0 + x.1).max();
+    let ms = |t: Option<Duration>| {
+        t.map_or("-".to_string(), |t| {
+            format!("{:.1} ms", t.saturating_sub(kill_at).as_secs_f64() * 1e3)
+        })
+    };
+    println!(
+        "instance failover: {WORKERS} concurrent UK clients relayed us-1 -> eu-1, eu-1 stopped"
+    );
+    println!("  requests                          {}", s.len());
+    println!("  relayed to eu-west before the kill {before}");
+    println!("  failed requests                   {failed}");
+    println!("  kill -> last failed response      {}", ms(last_fail));
+    println!("  kill -> first us-east response    {}", ms(moved));
 }

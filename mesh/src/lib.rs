@@ -147,6 +147,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The mesh of one instance.
 pub struct Mesh {
+    /// Bytes the mesh endpoint's connections carried, both ways.
+    pub served_bytes: Arc<std::sync::atomic::AtomicU64>,
     view: ArcSwap<MeshView>,
     published: Arc<ArcSwap<Published>>,
     tracks: Mutex<HashMap<String, view::PeerTrack>>,
@@ -162,6 +164,7 @@ impl Mesh {
     /// A mesh whose metrics live in `registry`.
     pub fn new(registry: &Registry) -> Arc<Mesh> {
         Arc::new(Mesh {
+            served_bytes: Arc::default(),
             view: ArcSwap::from_pointee(MeshView::default()),
             published: Arc::new(ArcSwap::from_pointee(Published::default())),
             tracks: Mutex::new(HashMap::new()),

@@ -233,6 +233,7 @@ impl BackgroundService for MeshService {
             acceptor,
             key,
             self.mesh.published(),
+            self.mesh.served_bytes.clone(),
             stop_rx.clone(),
         ));
         let (settings_tx, settings_rx) = watch::channel(initial.clone());
