@@ -60,8 +60,6 @@ impl DnsState {
             .unwrap_or_default()
     }
 
-
-
     /// Records an attempt and when the next one is due; returns whether the last good
     /// answer changed.
     pub(super) fn record(
