@@ -1,7 +1,9 @@
 //! The [`Reloader`]: the one place that builds and swaps active snapshots — reloads of the
 //! config file (SIGHUP, file change, `POST /reload`) and rebuilds for new DNS answers —
-//! one at a time, recording each reload's outcome for `/status` and the metrics.
+//! one at a time, recording each reload's outcome (the last [`HISTORY`]) for `/status` and
+//! the metrics.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -141,7 +143,10 @@ impl ReloadError {
     }
 }
 
-/// The outcome of the latest reload attempt, for `/status`.
+/// How many reload outcomes `/status` lists (`reloads`, newest first).
+pub const HISTORY: usize = 10;
+
+/// The outcome of a reload attempt, for `/status`.
 #[derive(Debug, Clone)]
 pub struct ReloadRecord {
     /// When it happened.
@@ -175,7 +180,8 @@ pub struct Reloader {
     certs: Vec<Arc<CertResolver>>,
     /// Serializes reloads and rebuilds (SIGHUP, file watch, the admin API and DNS race).
     lock: Mutex<()>,
-    last: Mutex<Option<ReloadRecord>>,
+    /// The latest reload outcomes, oldest first (at most [`HISTORY`]).
+    history: Mutex<VecDeque<ReloadRecord>>,
     reloads: IntCounterVec,
 }
 
@@ -200,13 +206,24 @@ impl Reloader {
             "Configuration reloads by result",
             &["result"],
         );
+        // Every result's series exists from the start (at 0), so rates and alerts on
+        // failed reloads have data before the first failure.
+        for result in [
+            ReloadResult::Ok,
+            ReloadResult::Invalid,
+            ReloadResult::NeedsUpgrade,
+            ReloadResult::Unavailable,
+            ReloadResult::Failed,
+        ] {
+            reloads.with_label_values(&[result.as_str()]);
+        }
         Reloader {
             inst,
             config_path,
             dns,
             certs,
             lock: Mutex::new(()),
-            last: Mutex::new(None),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             reloads,
         }
     }
@@ -223,7 +240,12 @@ impl Reloader {
 
     /// The last reload attempt.
     pub fn last(&self) -> Option<ReloadRecord> {
-        lock(&self.last).clone()
+        lock(&self.history).back().cloned()
+    }
+
+    /// The latest reload attempts (at most [`HISTORY`]), newest first.
+    pub fn history(&self) -> Vec<ReloadRecord> {
+        lock(&self.history).iter().rev().cloned().collect()
     }
 
     fn record(&self, trigger: Trigger, result: ReloadResult, message: Option<String>) {
@@ -243,7 +265,11 @@ impl Reloader {
         generation: u64,
     ) {
         self.reloads.with_label_values(&[result.as_str()]).inc();
-        *lock(&self.last) = Some(ReloadRecord {
+        let mut history = lock(&self.history);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(ReloadRecord {
             at: SystemTime::now(),
             trigger,
             result,
