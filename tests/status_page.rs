@@ -191,10 +191,13 @@ fn the_page_draws_every_region_and_shows_a_killed_backend_down_within_3s() {
     );
 
     // Reloads, good and bad, listed newest first.
+    let last_ok = "meridian_config_last_reload_successful";
     assert_eq!(m.reload().0, 200);
+    assert_eq!(metric(&m.metrics(), last_ok), 1.0);
     let good = std::fs::read_to_string(&m.config).unwrap();
     m.write_config("[node]\nregion = 1\n");
     assert_eq!(m.reload().0, 422);
+    assert_eq!(metric(&m.metrics(), last_ok), 0.0);
     m.write_config(&good);
     b.wait_for("two reloads listed", Duration::from_secs(5), |b| {
         eval_json(

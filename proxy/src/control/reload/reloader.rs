@@ -11,13 +11,13 @@ use std::time::SystemTime;
 
 use meridian_config::Config;
 use meridian_geoip::Locator;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge};
 
 use super::diff::unswappable;
 use crate::control::discovery::DnsState;
 use crate::control::instance::{build_locator, Active, Instance, LocatorError};
 use crate::edge::tls::{cert_sets, CertError, CertResolver};
-use crate::observe::metrics::counter_vec;
+use crate::observe::metrics::{counter_vec, gauge};
 use crate::request::upstream::TlsError;
 
 /// What started a reload or rebuild.
@@ -183,6 +183,8 @@ pub struct Reloader {
     /// The latest reload outcomes, oldest first (at most [`HISTORY`]).
     history: Mutex<VecDeque<ReloadRecord>>,
     reloads: IntCounterVec,
+    /// 0 while the config file is not what runs: the latest reload was rejected.
+    last_ok: IntGauge,
 }
 
 /// Locks `m`, recovering from a panic while it was held (the guarded data is still
@@ -217,6 +219,12 @@ impl Reloader {
         ] {
             reloads.with_label_values(&[result.as_str()]);
         }
+        let last_ok = gauge(
+            &inst.registry,
+            "meridian_config_last_reload_successful",
+            "1 unless the latest reload of the config file was rejected (the file on disk is not what runs)",
+        );
+        last_ok.set(1);
         Reloader {
             inst,
             config_path,
@@ -225,6 +233,7 @@ impl Reloader {
             lock: Mutex::new(()),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             reloads,
+            last_ok,
         }
     }
 
@@ -265,6 +274,14 @@ impl Reloader {
         generation: u64,
     ) {
         self.reloads.with_label_values(&[result.as_str()]).inc();
+        match result {
+            ReloadResult::Ok => self.last_ok.set(1),
+            ReloadResult::Invalid | ReloadResult::NeedsUpgrade | ReloadResult::Failed => {
+                self.last_ok.set(0)
+            }
+            // No config file (`meridian demo`): nothing on disk differs from what runs.
+            ReloadResult::Unavailable => {}
+        }
         let mut history = lock(&self.history);
         if history.len() == HISTORY {
             history.pop_front();
