@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `demo`, `--version`.
+//! The command line: `run`, `check`, `demo`, `--version` (and the hidden
+//! `generate-assets` for packaging).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Write the man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The directory (`man/` and `completions/` are made in it).
+        dir: PathBuf,
+    },
 }
 
 /// Validates one file; prints the summary or the errors.
@@ -111,6 +118,18 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::GenerateAssets { dir } => match crate::generate::assets(&dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meridian generate-assets {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { listen, admin } => match crate::demo::run(listen, admin) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
