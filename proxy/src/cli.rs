@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::control::instance::{build_locator, Instance};
 use crate::control::readiness::preflight;
@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::GenerateAssets { dir } => match crate::generate::assets(&dir) {
+        Command::GenerateAssets { dir } => match crate::generate::assets(&Cli::command(), &dir) {
             Ok(files) => {
                 for f in files {
                     println!("{}", f.display());
