@@ -1,10 +1,11 @@
-//! The command line: `run`, `check`, `demo`, `--version`.
+//! The command line: `run`, `check`, `demo`, `--version` (and the hidden
+//! `generate-assets` for packaging).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::control::instance::{build_locator, Instance};
 use crate::control::readiness::preflight;
@@ -65,6 +66,12 @@ pub enum Command {
         /// Where the demo admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+    /// Write the man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The directory (`man/` and `completions/` are made in it).
+        dir: PathBuf,
     },
 }
 
@@ -131,6 +138,18 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::GenerateAssets { dir } => match crate::generate::assets(&Cli::command(), &dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meridian generate-assets {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { listen, admin } => match crate::demo::run(listen, admin) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

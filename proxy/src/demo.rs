@@ -96,6 +96,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     };
     let server = server::build(inst, &opts)?;
     println!("Meridian demo: us-east instance on http://{listen}, admin on http://{admin}");
+    println!("Status page (open it in a browser): http://{admin}/");
     println!("Backends:");
     for b in &backends {
         println!("  {:<16} {:<14} http://{}", b.name(), b.region(), b.addr());

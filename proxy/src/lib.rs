@@ -13,6 +13,7 @@ pub mod cli;
 pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod edge;
+pub(crate) mod generate;
 pub(crate) mod health;
 pub(crate) mod observe;
 pub(crate) mod request;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod load;
 
 use std::net::{SocketAddr, TcpListener};

@@ -99,6 +99,11 @@ pub fn build_locator(config: &Config) -> Result<Locator, LocatorError> {
     })
 }
 
+/// The build time of the GeoIP database `active` routes with, for its gauge.
+fn geoip_epoch(active: &Active) -> i64 {
+    i64::try_from(active.routing.locator.info().build_epoch).unwrap_or(i64::MAX)
+}
+
 /// One running instance.
 pub struct Instance {
     active: ArcSwap<Active>,
@@ -108,6 +113,7 @@ pub struct Instance {
     /// The routing core's families (per backend, per region).
     pub routing_metrics: RoutingMetrics,
     generation: IntGauge,
+    geoip_built: IntGauge,
     /// Whether the instance is ready, and what it waits for.
     pub readiness: Arc<Readiness>,
     draining: AtomicBool,
@@ -140,6 +146,12 @@ impl Instance {
             "Generation of the routing snapshot in use",
         );
         generation.set(active.routing.generation as i64);
+        let geoip_built = gauge(
+            &registry,
+            "meridian_geoip_database_build_timestamp_seconds",
+            "Build time of the GeoIP database in use (Unix seconds, from its metadata)",
+        );
+        geoip_built.set(geoip_epoch(&active));
         let (changed, _) = watch::channel(active.routing.generation);
         let overload = Arc::new(Overload::new(&registry));
         let mesh = meridian_mesh::Mesh::new(&registry);
@@ -148,6 +160,7 @@ impl Instance {
             changed,
             routing_metrics,
             generation,
+            geoip_built,
             readiness: Arc::new(Readiness::default()),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),
@@ -172,6 +185,7 @@ impl Instance {
     pub fn swap(&self, next: Active) {
         let generation = next.routing.generation;
         self.generation.set(generation as i64);
+        self.geoip_built.set(geoip_epoch(&next));
         let next = Arc::new(next);
         self.active.store(next.clone());
         // Usable counts right away: a reload that replaced a region's backends must not

@@ -1,8 +1,10 @@
 //! The request path's own counters (the per-backend and per-region ones belong to the
 //! routing core).
 
+use meridian_routing::metrics::register;
 use prometheus::{IntCounter, Registry};
 
+use crate::observe::logging::pool_reuse_lost;
 use crate::observe::metrics::counter;
 
 /// Counters of outcomes that belong to no backend.
@@ -23,8 +25,10 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    /// Registers the counters in `registry`.
+    /// Registers the counters in `registry`, with the process-wide
+    /// `meridian_upstream_pool_reuse_lost_total` (it counts pingora's log records).
     pub fn register(registry: &Registry) -> Self {
+        register(registry, pool_reuse_lost().clone());
         RequestMetrics {
             no_backend: counter(
                 registry,

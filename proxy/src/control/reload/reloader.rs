@@ -1,7 +1,9 @@
 //! The [`Reloader`]: the one place that builds and swaps active snapshots — reloads of the
 //! config file (SIGHUP, file change, `POST /reload`) and rebuilds for new DNS answers —
-//! one at a time, recording each reload's outcome for `/status` and the metrics.
+//! one at a time, recording each reload's outcome (the last [`HISTORY`]) for `/status` and
+//! the metrics.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -9,13 +11,13 @@ use std::time::SystemTime;
 
 use meridian_config::Config;
 use meridian_geoip::Locator;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge};
 
 use super::diff::unswappable;
 use crate::control::discovery::DnsState;
 use crate::control::instance::{build_locator, Active, Instance, LocatorError};
 use crate::edge::tls::{cert_sets, CertError, CertResolver};
-use crate::observe::metrics::counter_vec;
+use crate::observe::metrics::{counter_vec, gauge};
 use crate::request::upstream::TlsError;
 
 /// What started a reload or rebuild.
@@ -148,7 +150,10 @@ impl ReloadError {
     }
 }
 
-/// The outcome of the latest reload attempt, for `/status`.
+/// How many reload outcomes `/status` lists (`reloads`, newest first).
+pub const HISTORY: usize = 10;
+
+/// The outcome of a reload attempt, for `/status`.
 #[derive(Debug, Clone)]
 pub struct ReloadRecord {
     /// When it happened.
@@ -184,8 +189,11 @@ pub struct Reloader {
     certs: Vec<Arc<CertResolver>>,
     /// Serializes reloads and rebuilds (SIGHUP, file watch, the admin API and DNS race).
     lock: Mutex<()>,
-    last: Mutex<Option<ReloadRecord>>,
+    /// The latest reload outcomes, oldest first (at most [`HISTORY`]).
+    history: Mutex<VecDeque<ReloadRecord>>,
     reloads: IntCounterVec,
+    /// 0 while the config file is not what runs: the latest reload was rejected.
+    last_ok: IntGauge,
 }
 
 /// Locks `m`, recovering from a panic while it was held (the guarded data is still
@@ -212,6 +220,24 @@ impl Reloader {
         let overrides = meridian_config::Overrides {
             node_name: Some(inst.active().routing.config.node.name.clone()),
         };
+        // Every result's series exists from the start (at 0), so rates and alerts on
+        // failed reloads have data before the first failure.
+        for result in [
+            ReloadResult::Ok,
+            ReloadResult::Invalid,
+            ReloadResult::NeedsUpgrade,
+            ReloadResult::Unavailable,
+            ReloadResult::Busy,
+            ReloadResult::Failed,
+        ] {
+            reloads.with_label_values(&[result.as_str()]);
+        }
+        let last_ok = gauge(
+            &inst.registry,
+            "meridian_config_last_reload_successful",
+            "1 unless the latest reload of the config file was rejected (the file on disk is not what runs)",
+        );
+        last_ok.set(1);
         Reloader {
             inst,
             config_path,
@@ -219,8 +245,9 @@ impl Reloader {
             dns,
             certs,
             lock: Mutex::new(()),
-            last: Mutex::new(None),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             reloads,
+            last_ok,
         }
     }
 
@@ -236,7 +263,12 @@ impl Reloader {
 
     /// The last reload attempt.
     pub fn last(&self) -> Option<ReloadRecord> {
-        lock(&self.last).clone()
+        lock(&self.history).back().cloned()
+    }
+
+    /// The latest reload attempts (at most [`HISTORY`]), newest first.
+    pub fn history(&self) -> Vec<ReloadRecord> {
+        lock(&self.history).iter().rev().cloned().collect()
     }
 
     fn record(&self, trigger: Trigger, result: ReloadResult, message: Option<String>) {
@@ -256,7 +288,20 @@ impl Reloader {
         generation: u64,
     ) {
         self.reloads.with_label_values(&[result.as_str()]).inc();
-        *lock(&self.last) = Some(ReloadRecord {
+        match result {
+            ReloadResult::Ok => self.last_ok.set(1),
+            ReloadResult::Invalid | ReloadResult::NeedsUpgrade | ReloadResult::Failed => {
+                self.last_ok.set(0)
+            }
+            // No config file (`meridian demo`), or another reload ran: this attempt says
+            // nothing about whether the file on disk is what runs.
+            ReloadResult::Unavailable | ReloadResult::Busy => {}
+        }
+        let mut history = lock(&self.history);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(ReloadRecord {
             at: SystemTime::now(),
             trigger,
             result,

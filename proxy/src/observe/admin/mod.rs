@@ -1,8 +1,10 @@
-//! The admin listener: `/metrics`, `/healthz`, `/status` and `POST /reload`. Bound to
-//! 127.0.0.1 by default; it is never on the request path. Outcomes of the control plane
-//! (reload results and errors) become HTTP statuses here, in one place.
+//! The admin listener: the status page (`/`), `/metrics`, `/healthz`, `/status` and
+//! `POST /reload`. Bound to 127.0.0.1 by default; it is never on the request path.
+//! Outcomes of the control plane (reload results and errors) become HTTP statuses here,
+//! in one place.
 
 pub mod guard;
+mod page;
 pub mod status;
 
 use std::sync::Arc;
@@ -107,6 +109,7 @@ impl ServeHttp for Admin {
             return resp;
         }
         match (method, path.as_str()) {
+            (Method::GET, "/") => page::response(),
             (Method::GET, "/metrics") => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

@@ -1,12 +1,15 @@
-//! The `/status` document: the node, the snapshot in use, the GeoIP database, the last
-//! reload, every region with its backends' live state, and the backend DNS names.
+//! The `/status` document: the node, the snapshot in use, the GeoIP database, the latest
+//! reloads, every region with its backends' live state and its requests by client
+//! continent, and the backend DNS names.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use meridian_routing::metrics::CONTINENT_LABELS;
+use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::control::discovery::DnsState;
+use crate::control::reload::reloader::ReloadRecord;
 use crate::control::reload::Reloader;
 
 /// Seconds since the Unix epoch.
@@ -61,6 +64,11 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                 })
                 .collect();
             let usable = r.members.iter().filter(|m| m.state.usable(now)).count();
+            let by_continent: Map<String, Value> = CONTINENT_LABELS
+                .iter()
+                .zip(&r.state.metrics.by_continent)
+                .map(|(c, n)| (c.to_string(), Value::from(n.get())))
+                .collect();
             json!({
                 "name": &*r.name,
                 "local": i == snap.local,
@@ -82,6 +90,7 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                 "active_tier": match r.state.active_tier() { u8::MAX => None, t => Some(t) },
                 "measured_latency_ms": f64::from(r.state.measured_us()) / 1e3,
                 "rank": ranking.regions.iter().position(|&x| usize::from(x) == i),
+                "by_continent": by_continent,
                 "backends": backends,
             })
         })
@@ -101,13 +110,8 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
             "build_epoch": info.build_epoch,
             "attribution": info.attribution,
         },
-        "last_reload": last_reload.map(|r| json!({
-            "at": unix(r.at),
-            "trigger": r.trigger.as_str(),
-            "result": r.result.as_str(),
-            "error": r.message,
-            "generation": r.generation,
-        })),
+        "last_reload": last_reload.as_ref().map(reload),
+        "reloads": reloader.history().iter().map(reload).collect::<Vec<_>>(),
         "regions": regions,
         "dns": dns_names(dns),
         "mesh": mesh(inst, &snap.config),
@@ -152,6 +156,17 @@ fn mesh(inst: &crate::control::instance::Instance, cfg: &meridian_config::Config
         "mesh_address": me.mesh.to_string(),
         "config_digest": digest,
         "peers": peers,
+    })
+}
+
+/// One reload attempt in `/status`.
+fn reload(r: &ReloadRecord) -> Value {
+    json!({
+        "at": unix(r.at),
+        "trigger": r.trigger.as_str(),
+        "result": r.result.as_str(),
+        "error": r.message,
+        "generation": r.generation,
     })
 }
 
