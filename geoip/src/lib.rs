@@ -31,7 +31,7 @@ mod verify;
 
 pub use centroids::{at_centroid, country_info};
 pub use locator::{
-    DatabaseInfo, GeoIpError, Locator, Override, DBIP_ATTRIBUTION, MAX_DATABASE_BYTES,
+    DatabaseInfo, GeoIpError, Located, Locator, Override, DBIP_ATTRIBUTION, MAX_DATABASE_BYTES,
 };
 pub use types::{great_circle_km, Continent, Coordinates, CountryCode, Location, LocationSource};
 pub use values::MAX_DEPTH;
