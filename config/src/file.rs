@@ -104,6 +104,7 @@ pub(crate) struct FileConfig {
     pub limits: LimitsFile,
     pub admin: AdminFile,
     pub mesh: MeshFile,
+    pub geodns: GeoDnsFile,
 }
 
 /// `[node]`
@@ -314,6 +315,43 @@ pub(crate) struct MeshFile {
     pub tls: Option<MeshTlsFile>,
 }
 
+/// `[geodns]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct GeoDnsFile {
+    pub listen: Option<S<Vec<S<String>>>>,
+    pub ttl: Option<S<String>>,
+    pub max_addresses: Option<S<i64>>,
+    pub udp_payload: Option<S<i64>>,
+    pub tcp_idle: Option<S<String>>,
+    pub max_tcp_connections: Option<S<i64>>,
+    pub zones: Option<S<Vec<S<ZoneFile>>>>,
+}
+
+/// One `[[geodns.zones]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct ZoneFile {
+    pub name: Option<S<String>>,
+    pub nameservers: Option<S<Vec<S<String>>>>,
+    pub hostmaster: Option<S<String>>,
+    pub soa_ttl: Option<S<String>>,
+    pub negative_ttl: Option<S<String>>,
+    pub names: Option<S<Vec<S<String>>>>,
+    pub records: Option<S<Vec<S<RecordFile>>>>,
+}
+
+/// One entry of a zone's `records`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct RecordFile {
+    pub name: Option<S<String>>,
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub value: Option<S<String>>,
+    pub ttl: Option<S<String>>,
+}
+
 /// `[mesh.tls]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(remote = "Self", default, deny_unknown_fields)]
@@ -456,7 +494,10 @@ table_only!(
     AdminFile,
     InstanceFile,
     MeshFile,
-    MeshTlsFile
+    MeshTlsFile,
+    GeoDnsFile,
+    ZoneFile,
+    RecordFile
 );
 
 /// A table with arbitrary keys, in file order.

@@ -27,6 +27,7 @@ mod context;
 mod error;
 mod file;
 mod file_errors;
+pub mod geodns;
 mod limits;
 mod mesh;
 pub mod model;

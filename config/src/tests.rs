@@ -154,6 +154,7 @@ fn minimal_file_gets_all_defaults() {
             rise: 2,
             fall: 3,
         },
+        geodns: GeoDns::default(),
     };
     assert_eq!(config, expected);
     assert_eq!(config.local_region_index(), 0);

@@ -59,6 +59,12 @@ pub(crate) fn validate(
     let dns = dns(cx, &file.dns);
     let limits = limits::limits(cx, &file.limits);
     let mesh = crate::mesh::mesh(cx, &file.mesh, by_name.len());
+    let public_addresses = regions
+        .iter()
+        .flat_map(|r| &r.instances)
+        .map(|i| i.public.len())
+        .sum();
+    let geodns = crate::geodns::geodns(cx, &file.geodns, public_addresses);
     let admin = limits::admin(
         cx,
         &file.admin,
@@ -87,6 +93,7 @@ pub(crate) fn validate(
         limits,
         admin,
         mesh,
+        geodns,
     })
 }
 

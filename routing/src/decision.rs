@@ -55,6 +55,12 @@ impl Snapshot {
         plan::plan(self.view(), &self.country_table, loc)
     }
 
+    /// The candidate regions for a client at `loc` as any instance would rank them (see
+    /// [`plan::plan_anywhere`]): what GeoDNS answers from.
+    pub fn plan_anywhere(&self, loc: Option<&meridian_geoip::Location>) -> Plan {
+        plan::plan_anywhere(self.view(), self.local, &self.config_order, loc)
+    }
+
     /// The next backend for a request: in the first region of `plan` (from where `tried`
     /// left off) that has an eligible member, skipping the members this request already
     /// tried. Within a region: panic mode below `outlier.panic_threshold`, backends not

@@ -12,10 +12,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+mod geodns;
 mod limits;
 mod mesh;
 mod secrets;
 
+pub use geodns::{GeoDns, RecordData, StaticRecord, Zone};
 pub use limits::{Admin, Limits, Timeouts};
 pub use mesh::{Instance, Mesh, MeshTls, Reach};
 pub use secrets::{PrivateKey, Secret};
@@ -60,6 +62,8 @@ pub struct Config {
     pub admin: Admin,
     /// How the instances of every region know each other.
     pub mesh: Mesh,
+    /// The authoritative GeoDNS server (off by default).
+    pub geodns: GeoDns,
 }
 
 impl Config {
@@ -107,6 +111,7 @@ impl Config {
         c.listeners.http.clear();
         c.listeners.redirect_http.clear();
         c.listeners.admin = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        c.geodns.listen.clear();
         let text = format!("{c:?}");
         let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

@@ -143,12 +143,6 @@ pub fn apply(view: &MeshView, active: &Active) {
         if ri == snap.local {
             continue;
         }
-        if region.relay {
-            for m in &region.members {
-                m.state.set_remote(can_serve(view, &m.state.host));
-            }
-            continue;
-        }
         // The freshest report of an instance of the region that the mesh holds up.
         let report = view
             .peers
@@ -156,6 +150,16 @@ pub fn apply(view: &MeshView, active: &Active) {
             .filter(|p| *p.region == *region.name && !p.down)
             .filter_map(|p| Some((p.state.as_ref()?, p.age?, p.rtt)))
             .min_by_key(|(_, age, _)| *age);
+        if region.relay {
+            for m in &region.members {
+                m.state.set_remote(can_serve(view, &m.state.host));
+            }
+            let own = report.map(|(doc, _, _)| doc.region_health.latency_ms * 1e3);
+            region
+                .state
+                .set_reported_latency(own.map(|us| us.clamp(1.0, f64::from(u32::MAX)) as u32));
+            continue;
+        }
         match report {
             Some((doc, _, rtt)) => {
                 for m in &region.members {
@@ -172,12 +176,17 @@ pub fn apply(view: &MeshView, active: &Active) {
                 region
                     .state
                     .set_remote_latency(Some(us.clamp(1.0, f64::from(u32::MAX)) as u32));
+                let own = doc.region_health.latency_ms * 1e3;
+                region
+                    .state
+                    .set_reported_latency(Some(own.clamp(1.0, f64::from(u32::MAX)) as u32));
             }
             None => {
                 for m in &region.members {
                     m.state.set_remote(None);
                 }
                 region.state.set_remote_latency(None);
+                region.state.set_reported_latency(None);
             }
         }
     }

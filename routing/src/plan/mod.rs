@@ -15,6 +15,7 @@
 //! Clients with their own coordinates (a City database, an override) are computed on the
 //! fly. Nothing here allocates for up to [`INLINE_REGIONS`] regions.
 
+mod anywhere;
 mod country;
 mod rank;
 mod steer;
@@ -23,6 +24,7 @@ mod view;
 use meridian_config::SteeringPolicy;
 use meridian_geoip::Location;
 
+pub use anywhere::plan_anywhere;
 pub use country::CountryTable;
 pub use rank::rank;
 pub use steer::steer;
@@ -34,7 +36,12 @@ pub fn plan(snap: View<'_>, table: &CountryTable, loc: Option<&Location>) -> Pla
     if let Some(pre) = table.get(loc) {
         let mut plan = pre.plan.clone();
         if rank_it {
-            rank::rank_with(snap, &mut plan.regions, |i| pre.rtt_us[i]);
+            rank::rank_with(
+                snap,
+                &mut plan.regions,
+                |i| pre.rtt_us[i],
+                |i| snap.regions[i].state.measured_us(),
+            );
         }
         return plan;
     }

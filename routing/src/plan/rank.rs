@@ -17,20 +17,31 @@ use super::view::{distance_rtt_us, micros, RegionList, View, INLINE_REGIONS};
 /// with no usable backend go last.
 pub fn rank(snap: View<'_>, client: Option<Coordinates>, list: &mut RegionList) {
     let from = client.unwrap_or(snap.node_coords);
-    rank_with(snap, list, |i| {
-        micros(distance_rtt_us(
-            snap,
-            great_circle_km(from, snap.regions[i].coords),
-        ))
-    });
+    rank_with(
+        snap,
+        list,
+        |i| {
+            micros(distance_rtt_us(
+                snap,
+                great_circle_km(from, snap.regions[i].coords),
+            ))
+        },
+        |i| snap.regions[i].state.measured_us(),
+    );
 }
 
-/// [`rank`] with the distance-based RTT (µs) of region `i` given by `rtt_us(i)`.
+/// [`rank`] with the distance-based RTT (µs) of region `i` given by `rtt_us(i)` and its
+/// measured latency (µs) by `measured_us(i)`.
 ///
 /// Integer arithmetic, and no list is built in the common case: a first pass finds the
 /// best cost and measurement among usable candidates, a second one checks whether any
 /// candidate is degraded or unusable; only then are they partitioned.
-pub(crate) fn rank_with(snap: View<'_>, list: &mut RegionList, rtt_us: impl Fn(usize) -> u32) {
+pub(crate) fn rank_with(
+    snap: View<'_>,
+    list: &mut RegionList,
+    rtt_us: impl Fn(usize) -> u32,
+    measured_us: impl Fn(usize) -> u32,
+) {
     /// One candidate's score.
     #[derive(Clone, Copy)]
     struct Scored {
@@ -44,7 +55,7 @@ pub(crate) fn rank_with(snap: View<'_>, list: &mut RegionList, rtt_us: impl Fn(u
     }
     let score = |i: u16| {
         let r = &snap.regions[usize::from(i)];
-        let measured = u64::from(r.state.measured_us());
+        let measured = u64::from(measured_us(usize::from(i)));
         Scored {
             cost: u64::from(rtt_us(usize::from(i))) + measured,
             measured,

@@ -166,3 +166,51 @@ fn precomputed_country_plans_match_computing_them() {
     });
     assert!(snap.country_table.get(Some(&city)).is_none());
 }
+
+/// Plans made "from anywhere" (GeoDNS) are the same whichever instance makes them: no
+/// local-first fallback, and regions ranked by the latency their own instance reports, not
+/// by each instance's round trip to them.
+#[test]
+fn plans_from_anywhere_do_not_depend_on_the_instance() {
+    let of = |node: &str, policy: &str| {
+        let snap = Snapshot::of_text(&format!(
+            "[node]\nregion = \"{node}\"\n[steering]\npolicy = \"{policy}\"\n[steering.countries]\nGB = [\"eu-west\"]\n{REGIONS}"
+        ));
+        for (i, r) in snap.regions.iter().enumerate() {
+            // Each instance measures the others through its own round trip...
+            r.state.publish(
+                if r.name.as_ref() == node {
+                    2_000
+                } else {
+                    150_000 + 10_000 * i as u32
+                },
+                1,
+            );
+            // ... while the mesh carries each region's own measurement.
+            r.state.set_reported_latency(Some(2_000));
+        }
+        snap
+    };
+    for policy in ["default", "geo", "proximity"] {
+        let (us, ap) = (of("us-east", policy), of("ap-southeast", policy));
+        for loc in [
+            None,
+            Some(at("GB")),
+            Some(at("JP")),
+            Some(at("BR")),
+            Some(at("DE")),
+        ] {
+            let a = names(&us, &us.plan_anywhere(loc.as_ref()));
+            let b = names(&ap, &ap.plan_anywhere(loc.as_ref()));
+            assert_eq!(a, b, "{policy} {loc:?}");
+        }
+        // Unknown place: config order, not the instance's own region first.
+        assert_eq!(
+            names(&ap, &ap.plan_anywhere(None))[0],
+            "us-east",
+            "{policy}"
+        );
+        // While the HTTP plan keeps its local-first fallback.
+        assert_eq!(names(&ap, &ap.plan(None))[0], "ap-southeast", "{policy}");
+    }
+}

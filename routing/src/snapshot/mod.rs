@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub node_coords: Coordinates,
     /// The local region first, then the others by distance from this node.
     pub local_order: RegionList,
+    /// The regions in config order (the fallback of plans made from no instance's point
+    /// of view, [`crate::plan::plan_anywhere`]).
+    pub config_order: RegionList,
     /// Client IP → location.
     pub locator: Arc<Locator>,
     /// Steering precomputed per client country (see [`CountryTable`]).
@@ -228,6 +231,7 @@ impl Snapshot {
         let mut snap = Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
             local_order: local_order(&regions, local, node_coords),
+            config_order: (0..n.min(usize::from(u16::MAX)) as u16).collect(),
             config,
             regions,
             local,

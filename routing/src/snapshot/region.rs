@@ -42,6 +42,10 @@ pub struct RegionState {
     /// backends plus the round trip to that instance), in µs; 0 when there is no fresh
     /// report and this instance's own measurements count.
     remote_latency_us: AtomicU32,
+    /// The region's own instance's measured latency to its backends, as the mesh reports
+    /// it (µs; 0: no fresh report): the same for every instance, unlike
+    /// `remote_latency_us`, which adds this instance's round trip.
+    reported_us: AtomicU32,
 }
 
 impl RegionState {
@@ -56,6 +60,7 @@ impl RegionState {
             tier_members: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
             remote_latency_us: AtomicU32::new(0),
+            reported_us: AtomicU32::new(0),
         }
     }
 
@@ -68,6 +73,21 @@ impl RegionState {
     /// The latency the mesh reports for the region, if any.
     pub fn remote_latency(&self) -> Option<u32> {
         match self.remote_latency_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us),
+        }
+    }
+
+    /// Sets or clears (`None`) the latency the region's own instance reports for its
+    /// backends.
+    pub fn set_reported_latency(&self, us: Option<u32>) {
+        self.reported_us
+            .store(us.map_or(0, |u| u.max(1)), Ordering::Relaxed);
+    }
+
+    /// The latency the region's own instance reports for its backends, if any.
+    pub fn reported_latency(&self) -> Option<u32> {
+        match self.reported_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(us),
         }
