@@ -122,6 +122,9 @@ pub(crate) fn geodns(cx: &mut Cx<'_>, file: &file::GeoDnsFile, public_addresses:
             1..=100_000,
         )
         .map_or(d.max_tcp_connections, |n| n as usize);
+    let threads = cx
+        .int(file.threads.as_ref(), "geodns.threads", 2, 1..=64)
+        .map_or(d.threads, |n| n as usize);
     let mut zones: Vec<Zone> = Vec::new();
     for (i, entry) in file.zones.iter().flat_map(|z| z.get_ref()).enumerate() {
         let prefix = format!("geodns.zones[{i}]");
@@ -181,6 +184,7 @@ pub(crate) fn geodns(cx: &mut Cx<'_>, file: &file::GeoDnsFile, public_addresses:
         udp_payload,
         tcp_idle,
         max_tcp_connections,
+        threads,
         zones,
     }
 }

@@ -18,6 +18,8 @@ pub struct GeoDns {
     pub tcp_idle: Duration,
     /// The most TCP connections served at once.
     pub max_tcp_connections: usize,
+    /// Worker threads (and UDP sockets per address, spread by the kernel).
+    pub threads: usize,
     /// The zones this server is authoritative for.
     pub zones: Vec<Zone>,
 }
@@ -38,6 +40,7 @@ impl Default for GeoDns {
             udp_payload: 1232,
             tcp_idle: Duration::from_secs(10),
             max_tcp_connections: 1000,
+            threads: 2,
             zones: Vec::new(),
         }
     }

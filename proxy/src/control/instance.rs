@@ -32,6 +32,12 @@ pub struct Active {
     pub identity: Identity,
 }
 
+impl AsRef<meridian_routing::Snapshot> for Active {
+    fn as_ref(&self) -> &meridian_routing::Snapshot {
+        &self.routing
+    }
+}
+
 impl Active {
     /// Builds the next active state of `config` over `previous` (carrying live state by ID
     /// and reusing upstream TLS state whose settings did not change).
@@ -125,6 +131,8 @@ pub struct Instance {
     pub overload: Arc<Overload>,
     /// The mesh of instances: what this instance knows of its peers.
     pub mesh: Arc<meridian_mesh::Mesh>,
+    /// The GeoDNS answerer, when `[geodns]` is on (set once by `server::build`).
+    pub geodns: std::sync::OnceLock<Arc<meridian_dns::Answerer>>,
 }
 
 impl Instance {
@@ -167,6 +175,7 @@ impl Instance {
             retry_budget: RetryBudget::default(),
             overload,
             mesh,
+            geodns: std::sync::OnceLock::new(),
             registry,
         }))
     }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::instance::{Active, Instance};
+use super::readiness::Condition;
 
 /// Why the mesh's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -210,14 +211,20 @@ impl BackgroundService for MeshService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let active = self.inst.active();
         let config = &active.routing.config;
+        let polled = || self.inst.readiness.mark(Condition::MeshPolled);
         let Some(me) = config.own_instance() else {
+            polled();
             return;
         };
         let initial = match settings(config) {
             Ok(Some(s)) => s,
-            Ok(None) => return,
+            Ok(None) => {
+                polled();
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "mesh disabled");
+                polled();
                 return;
             }
         };
@@ -225,6 +232,7 @@ impl BackgroundService for MeshService {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "mesh disabled");
+                polled();
                 return;
             }
         };
@@ -274,6 +282,13 @@ impl BackgroundService for MeshService {
             }
             let view = self.mesh.refresh(&current, &digest.1);
             apply(&view, &active);
+            if view
+                .peers
+                .iter()
+                .all(|p| p.age.is_some() || p.error.is_some())
+            {
+                polled();
+            }
             self.mesh
                 .publish(&document(&self.inst, &active, &digest.1, &view));
         }

@@ -3,6 +3,7 @@
 //! process signals and graceful upgrades ([`upgrade`]) and systemd ([`systemd`]).
 
 pub mod discovery;
+pub mod geodns;
 pub mod instance;
 pub mod mesh;
 pub mod overload;

@@ -70,6 +70,9 @@ fn listeners(config: &Config) -> Vec<(String, SocketAddr, Check)> {
             Check::Connect,
         ));
     }
+    for (i, a) in config.geodns.listen.iter().enumerate() {
+        out.push((format!("geodns.listen[{i}]"), *a, Check::Connect));
+    }
     out
 }
 
@@ -100,6 +103,16 @@ pub fn preflight(config: &Config) -> Result<(), PreflightError> {
         if let Err(e) = TcpListener::bind(addr) {
             unavailable.push(Unavailable {
                 key,
+                addr,
+                reason: e.to_string(),
+            });
+        }
+    }
+    // GeoDNS serves UDP too.
+    for (i, &addr) in config.geodns.listen.iter().enumerate() {
+        if let Err(e) = std::net::UdpSocket::bind(addr) {
+            unavailable.push(Unavailable {
+                key: format!("geodns.listen[{i}] (UDP)"),
                 addr,
                 reason: e.to_string(),
             });
@@ -145,13 +158,16 @@ pub enum Condition {
     Resolved,
     /// The reload triggers are armed: SIGHUP handled, files watched (reload).
     TriggersArmed,
+    /// Every peer instance has been polled once (the mesh), so relaying and GeoDNS
+    /// start from the shared health view, not from "no peer known".
+    MeshPolled,
 }
 
 /// Whether the instance is ready, and what it still waits for. Shared by the components
 /// that set the conditions, the readiness service and the admin API.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    met: [AtomicBool; 3],
+    met: [AtomicBool; 4],
     ready: AtomicBool,
 }
 

@@ -69,6 +69,12 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+impl AsRef<Snapshot> for Snapshot {
+    fn as_ref(&self) -> &Snapshot {
+        self
+    }
+}
+
 /// The live state a new snapshot takes over from the previous one, by stable ID.
 #[derive(Default)]
 struct Carried<'a> {
