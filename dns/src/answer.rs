@@ -54,8 +54,6 @@ pub struct State {
     answered: Vec<IntCounter>,
     /// The SOA serial.
     pub serial: u32,
-    /// Whether the instance is ready (until then: SERVFAIL, so resolvers ask another).
-    pub ready: bool,
 }
 
 /// The region a geo-steered answer comes from.
@@ -75,6 +73,9 @@ pub struct Answerer {
     rotation: AtomicUsize,
     /// The serial's inputs as of the last change: (fingerprint, serial).
     serial: Mutex<(u64, u32)>,
+    /// Whether the instance is ready, asked per query (until then: SERVFAIL, so resolvers
+    /// ask another server).
+    ready: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 fn unix_now() -> u32 {
@@ -92,12 +93,17 @@ impl State {
 }
 
 impl Answerer {
-    /// An answerer for `snapshot`'s config, not ready and with no instance up yet.
+    /// An answerer for `routing`'s config with no instance up yet, answering once `ready`
+    /// says so.
     ///
     /// # Errors
     ///
     /// [`DnsError`] if the zones do not compile.
-    pub fn new(metrics: DnsMetrics, routing: Routing) -> Result<Answerer, DnsError> {
+    pub fn new(
+        metrics: DnsMetrics,
+        routing: Routing,
+        ready: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Result<Answerer, DnsError> {
         let snapshot = (*routing).as_ref();
         let zones = Arc::new(Zones::compile(&snapshot.config.geodns)?);
         let health = Health::build(snapshot, |_| InstanceState {
@@ -113,16 +119,17 @@ impl Answerer {
                 health,
                 answered,
                 serial,
-                ready: false,
             }),
             metrics,
             rotation: AtomicUsize::new(0),
             serial: Mutex::new((0, serial)),
+            ready: Box::new(ready),
         })
     }
 
     /// Takes in a new snapshot (reload) and the health view now; the serial moves on when
-    /// what may be answered changed.
+    /// what may be answered changed. `instance` says how each configured instance is; for
+    /// this instance itself, leave readiness out (it is asked per query).
     ///
     /// # Errors
     ///
@@ -131,7 +138,6 @@ impl Answerer {
         &self,
         routing: Routing,
         instance: impl Fn(&Instance) -> InstanceState,
-        ready: bool,
     ) -> Result<(), DnsError> {
         let old = self.state.load();
         let snapshot = (*routing).as_ref();
@@ -162,7 +168,6 @@ impl Answerer {
             health,
             answered,
             serial,
-            ready,
         }));
         Ok(())
     }
@@ -170,6 +175,11 @@ impl Answerer {
     /// The current state.
     pub fn state(&self) -> Arc<State> {
         self.state.load_full()
+    }
+
+    /// Whether the instance is ready (answers are given).
+    pub fn is_ready(&self) -> bool {
+        (self.ready)()
     }
 
     /// The metrics.
@@ -189,7 +199,13 @@ impl Answerer {
 
     /// Answers `packet` from `peer` into `out`; `false` when nothing is to be sent (the
     /// packet is not a query, or too short to answer).
-    pub fn respond(&self, packet: &[u8], peer: IpAddr, transport: Transport, out: &mut Vec<u8>) -> bool {
+    pub fn respond(
+        &self,
+        packet: &[u8],
+        peer: IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let state = self.state.load();
         let mut decoder = BinDecoder::new(packet);
         let Ok(header) = Header::read(&mut decoder) else {
@@ -223,13 +239,27 @@ impl Answerer {
             e
         });
         if edns.is_some_and(|e| e.version() > 0) {
-            return self.send(&header, Some(query), reply_edns, ResponseCode::BADVERS, transport, out);
+            return self.send(
+                &header,
+                Some(query),
+                reply_edns,
+                ResponseCode::BADVERS,
+                transport,
+                out,
+            );
         }
         let subnet = match ecs::client_subnet(edns) {
             Ok(s) => s,
             Err(_) => {
                 self.metrics.ecs(EcsUse::Invalid);
-                return self.send(&header, Some(query), reply_edns, ResponseCode::FormErr, transport, out);
+                return self.send(
+                    &header,
+                    Some(query),
+                    reply_edns,
+                    ResponseCode::FormErr,
+                    transport,
+                    out,
+                );
             }
         };
         self.metrics.ecs(match subnet {
@@ -250,7 +280,7 @@ impl Answerer {
             || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
         {
             refuse(ResponseCode::Refused)
-        } else if !state.ready {
+        } else if !self.is_ready() {
             refuse(ResponseCode::ServFail)
         } else {
             match state.zones.find(query.name()) {
@@ -262,7 +292,8 @@ impl Answerer {
             }
         };
         if let (Some(e), Some(s)) = (reply_edns.as_mut(), subnet) {
-            e.options_mut().insert(s.echo(if s.locates() { scope } else { 0 }));
+            e.options_mut()
+                .insert(s.echo(if s.locates() { scope } else { 0 }));
         }
         let mut reply = base(&header, Some(query.clone()), rcode, aa, reply_edns.clone());
         reply.add_answers(sections.answers);
@@ -324,7 +355,9 @@ impl Answerer {
                     RData::CNAME(c) => Some(c.0.clone()),
                     _ => None,
                 };
-                if let Some((t, next)) = target.and_then(|t| Some((t.clone(), zone.owners.get(&t)?))) {
+                if let Some((t, next)) =
+                    target.and_then(|t| Some((t.clone(), zone.owners.get(&t)?)))
+                {
                     scope = self.records(state, zone, next, &t, qtype, peer, subnet, &mut s);
                 }
             }
@@ -450,7 +483,13 @@ fn rotated<T>(list: &[T], start: usize, max: usize) -> impl Iterator<Item = &T> 
 }
 
 /// A response to `header` without records.
-fn base(header: &Header, query: Option<Query>, rcode: ResponseCode, aa: bool, edns: Option<Edns>) -> Message {
+fn base(
+    header: &Header,
+    query: Option<Query>,
+    rcode: ResponseCode,
+    aa: bool,
+    edns: Option<Edns>,
+) -> Message {
     let mut m = Message::new();
     m.set_id(header.id())
         .set_message_type(MessageType::Response)

@@ -88,7 +88,9 @@ mod tests {
     fn subnets_are_checked_as_rfc_7871_asks() {
         assert_eq!(client_subnet(None), Ok(None));
         assert_eq!(client_subnet(Some(&Edns::new())), Ok(None));
-        let ok = client_subnet(Some(&edns_with("81.2.69.0", 24))).unwrap().unwrap();
+        let ok = client_subnet(Some(&edns_with("81.2.69.0", 24)))
+            .unwrap()
+            .unwrap();
         assert_eq!((ok.addr.to_string(), ok.source), ("81.2.69.0".into(), 24));
         assert!(ok.locates());
         assert_eq!(
@@ -102,7 +104,9 @@ mod tests {
                 .source,
             32
         );
-        let zero = client_subnet(Some(&edns_with("0.0.0.0", 0))).unwrap().unwrap();
+        let zero = client_subnet(Some(&edns_with("0.0.0.0", 0)))
+            .unwrap()
+            .unwrap();
         assert!(!zero.locates());
         assert_eq!(
             client_subnet(Some(&edns_with("1.2.3.4", 40))),

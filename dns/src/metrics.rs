@@ -120,7 +120,8 @@ impl DnsMetrics {
             answered,
             fail_open,
             ecs: ["used", "zero", "absent", "invalid"].map(|u| ecs_vec.with_label_values(&[u])),
-            dropped: ["short", "response", "tcp_limit"].map(|d| dropped_vec.with_label_values(&[d])),
+            dropped: ["short", "response", "tcp_limit"]
+                .map(|d| dropped_vec.with_label_values(&[d])),
             truncated,
             tcp_connections,
         }

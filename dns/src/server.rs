@@ -66,7 +66,13 @@ impl Listeners {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in addrs {
-            let err = |proto| move |source| ServeError::Bind { proto, addr, source };
+            let err = |proto| {
+                move |source| ServeError::Bind {
+                    proto,
+                    addr,
+                    source,
+                }
+            };
             for _ in 0..threads.max(1) {
                 let s = socket(addr, Type::DGRAM, Protocol::UDP).map_err(err("udp"))?;
                 // Best effort: the kernel caps it at net.core.rmem_max.
@@ -153,7 +159,12 @@ async fn tcp_loop(
             },
             _ = stop.changed() => break,
         };
-        let max = answerer.state().snapshot().config.geodns.max_tcp_connections;
+        let max = answerer
+            .state()
+            .snapshot()
+            .config
+            .geodns
+            .max_tcp_connections;
         if open.fetch_add(1, Ordering::AcqRel) >= max {
             open.fetch_sub(1, Ordering::AcqRel);
             answerer.metrics().dropped(Drop::TcpLimit);

@@ -90,7 +90,13 @@ impl ZoneData {
         let ns: Vec<Record> = z
             .nameservers
             .iter()
-            .map(|n| Ok(Record::from_rdata(apex.clone(), soa_ttl, RData::NS(NS(fqdn(n)?)))))
+            .map(|n| {
+                Ok(Record::from_rdata(
+                    apex.clone(),
+                    soa_ttl,
+                    RData::NS(NS(fqdn(n)?)),
+                ))
+            })
             .collect::<Result<_, DnsError>>()?;
         let mut glue = Vec::new();
         for n in &z.nameservers {

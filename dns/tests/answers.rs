@@ -4,6 +4,8 @@
 //! authoritative server's duties (AA, NXDOMAIN/NODATA with the SOA, REFUSED, NS with glue,
 //! CNAME, EDNS, BADVERS, TC and TCP, SERVFAIL until ready, the SOA serial).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -34,7 +36,13 @@ fn client_subnets_steer_like_http_with_the_database_network_as_scope() {
         (US, vec!["192.0.2.1"]),
         (DE, vec!["198.51.100.1", "198.51.100.2"]),
     ] {
-        let m = ask(&a, "www.example.test.", RecordType::A, Some(subnet), "127.0.0.1");
+        let m = ask(
+            &a,
+            "www.example.test.",
+            RecordType::A,
+            Some(subnet),
+            "127.0.0.1",
+        );
         assert_eq!(m.response_code(), ResponseCode::NoError);
         assert!(m.authoritative(), "{subnet:?}");
         assert_eq!(addresses(&m), want, "{subnet:?}");
@@ -44,8 +52,17 @@ fn client_subnets_steer_like_http_with_the_database_network_as_scope() {
     // The apex is geo-steered too; AAAA gives the region's IPv6 addresses (none: NODATA).
     let m = ask(&a, "example.test.", RecordType::AAAA, Some(US), "127.0.0.1");
     assert_eq!(addresses(&m), vec!["2001:db8::1"]);
-    let m = ask(&a, "www.example.test.", RecordType::AAAA, Some(GB), "127.0.0.1");
-    assert_eq!((m.response_code(), m.answers().len()), (ResponseCode::NoError, 0));
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::AAAA,
+        Some(GB),
+        "127.0.0.1",
+    );
+    assert_eq!(
+        (m.response_code(), m.answers().len()),
+        (ResponseCode::NoError, 0)
+    );
     assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
 }
 
@@ -58,8 +75,17 @@ fn without_a_client_subnet_the_resolver_address_decides() {
     let m = ask(&a, "www.example.test.", RecordType::A, None, "1.0.16.1");
     assert_eq!(addresses(&m), vec!["203.0.113.1"]);
     // A /0 subnet says nothing: the resolver decides, and the scope is 0.
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(("0.0.0.0", 0)), "1.0.16.1");
-    assert_eq!((addresses(&m), scope(&m)), (vec!["203.0.113.1".to_string()], Some(0)));
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(("0.0.0.0", 0)),
+        "1.0.16.1",
+    );
+    assert_eq!(
+        (addresses(&m), scope(&m)),
+        (vec!["203.0.113.1".to_string()], Some(0))
+    );
     // Unknown place (loopback): the config's first region, whichever instance answers.
     let m = ask(&a, "www.example.test.", RecordType::A, None, "127.0.0.1");
     assert_eq!(addresses(&m), vec!["192.0.2.1"]);
@@ -79,26 +105,56 @@ fn down(names: &'static [&'static str]) -> impl Fn(&Instance) -> InstanceState {
 fn down_instances_and_regions_without_backends_leave_the_answers() {
     // One of eu-west's two instances down: the other answers alone.
     let (a, _) = answerer("us-1", down(&["eu-1"]));
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(GB), "127.0.0.1");
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(GB),
+        "127.0.0.1",
+    );
     assert_eq!(addresses(&m), vec!["198.51.100.2"]);
     // Both down: GB clients go to the next region of their plan.
     let (a, _) = answerer("us-1", down(&["eu-1", "eu-2"]));
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(GB), "127.0.0.1");
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(GB),
+        "127.0.0.1",
+    );
     assert_eq!(addresses(&m), vec!["192.0.2.1"]);
     // Instances up but their region without a usable backend: the same.
     let (a, _) = answerer("us-1", |i: &Instance| InstanceState {
         up: true,
         usable_backends: u32::from(!i.name.starts_with("eu")),
     });
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(GB), "127.0.0.1");
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(GB),
+        "127.0.0.1",
+    );
     assert_eq!(addresses(&m), vec!["192.0.2.1"]);
     // Residency: German clients never leave eu-west; with it down, fail closed to it
     // (every eu-west address), never open to another region.
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(DE), "127.0.0.1");
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(DE),
+        "127.0.0.1",
+    );
     assert_eq!(addresses(&m), vec!["198.51.100.1", "198.51.100.2"]);
     // Nothing healthy: fail open, every address.
     let (a, _) = answerer("us-1", down(&["us-1", "eu-1", "eu-2", "ap-1"]));
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(JP), "127.0.0.1");
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(JP),
+        "127.0.0.1",
+    );
     assert_eq!(
         addresses(&m),
         vec!["192.0.2.1", "198.51.100.1", "198.51.100.2", "203.0.113.1"]
@@ -107,7 +163,15 @@ fn down_instances_and_regions_without_backends_leave_the_answers() {
 
 #[test]
 fn every_instance_gives_the_same_answer_from_the_same_view() {
-    let subnets = [GB, JP, US, DE, ("41.0.0.0", 16), ("200.0.0.0", 16), ("1.120.0.0", 16)];
+    let subnets = [
+        GB,
+        JP,
+        US,
+        DE,
+        ("41.0.0.0", 16),
+        ("200.0.0.0", 16),
+        ("1.120.0.0", 16),
+    ];
     for health in [down(&[]), down(&["eu-1", "eu-2"]), down(&["ap-1"])] {
         let views: Vec<_> = ["us-1", "eu-1", "ap-1"]
             .iter()
@@ -116,9 +180,20 @@ fn every_instance_gives_the_same_answer_from_the_same_view() {
         for s in subnets {
             let answers: Vec<Vec<String>> = views
                 .iter()
-                .map(|a| addresses(&ask(a, "www.example.test.", RecordType::A, Some(s), "127.0.0.1")))
+                .map(|a| {
+                    addresses(&ask(
+                        a,
+                        "www.example.test.",
+                        RecordType::A,
+                        Some(s),
+                        "127.0.0.1",
+                    ))
+                })
                 .collect();
-            assert!(answers.windows(2).all(|w| w[0] == w[1]), "{s:?}: {answers:?}");
+            assert!(
+                answers.windows(2).all(|w| w[0] == w[1]),
+                "{s:?}: {answers:?}"
+            );
         }
     }
 }
@@ -129,7 +204,11 @@ fn an_authoritative_server_s_plain_duties() {
     let soa_in_authority = |m: &Message, ttl: u32| {
         assert_eq!(m.name_servers().len(), 1, "{m}");
         let soa = &m.name_servers()[0];
-        assert_eq!((soa.record_type(), soa.ttl()), (RecordType::SOA, ttl), "{m}");
+        assert_eq!(
+            (soa.record_type(), soa.ttl()),
+            (RecordType::SOA, ttl),
+            "{m}"
+        );
     };
     // NXDOMAIN with the SOA, its TTL the negative TTL.
     let m = ask(&a, "nope.example.test.", RecordType::A, None, "127.0.0.1");
@@ -137,9 +216,17 @@ fn an_authoritative_server_s_plain_duties() {
     assert!(m.authoritative());
     soa_in_authority(&m, 45);
     // NODATA: a name with other types, and an empty non-terminal.
-    for name in ["mail.example.test.", "b.deep.example.test.", "deep.example.test."] {
+    for name in [
+        "mail.example.test.",
+        "b.deep.example.test.",
+        "deep.example.test.",
+    ] {
         let m = ask(&a, name, RecordType::A, None, "127.0.0.1");
-        assert_eq!((m.response_code(), m.answers().len()), (ResponseCode::NoError, 0), "{name}");
+        assert_eq!(
+            (m.response_code(), m.answers().len()),
+            (ResponseCode::NoError, 0),
+            "{name}"
+        );
         soa_in_authority(&m, 45);
     }
     // Outside every zone: REFUSED, not authoritative.
@@ -161,11 +248,23 @@ fn an_authoritative_server_s_plain_duties() {
     assert_eq!(m.additionals().len(), 1);
     assert_eq!(m.additionals()[0].name().to_string(), "ns1.example.test.");
     // A CNAME in the zone is followed to a geo-steered name.
-    let m = ask(&a, "alias.example.test.", RecordType::A, Some(JP), "127.0.0.1");
+    let m = ask(
+        &a,
+        "alias.example.test.",
+        RecordType::A,
+        Some(JP),
+        "127.0.0.1",
+    );
     assert_eq!(m.answers()[0].record_type(), RecordType::CNAME);
     assert_eq!(addresses(&m), vec!["203.0.113.1"]);
     // Names are matched whatever their case, and the question comes back as asked.
-    let m = ask(&a, "WwW.ExAmPlE.TeSt.", RecordType::A, Some(US), "127.0.0.1");
+    let m = ask(
+        &a,
+        "WwW.ExAmPlE.TeSt.",
+        RecordType::A,
+        Some(US),
+        "127.0.0.1",
+    );
     assert_eq!(addresses(&m), vec!["192.0.2.1"]);
     assert_eq!(m.queries()[0].name().to_string(), "WwW.ExAmPlE.TeSt.");
     // MX.
@@ -182,7 +281,8 @@ fn edns_versions_client_subnet_rules_and_payload_sizes() {
     let m = ask(&a, "www.example.test.", RecordType::A, None, "127.0.0.1");
     assert_eq!(m.extensions().as_ref().unwrap().max_payload(), 1232);
     // EDNS version 1: BADVERS.
-    let mut q = Message::from_vec(&query("www.example.test.", RecordType::A, Some(1232), None)).unwrap();
+    let mut q =
+        Message::from_vec(&query("www.example.test.", RecordType::A, Some(1232), None)).unwrap();
     let mut e = Edns::new();
     e.set_version(1);
     q.set_edns(e);
@@ -192,10 +292,22 @@ fn edns_versions_client_subnet_rules_and_payload_sizes() {
     assert!(m.extensions().is_some());
     // A client subnet with bits set beyond its prefix (81.2.69 under a /20; the wire
     // carries whole bytes): FORMERR.
-    let m = ask(&a, "www.example.test.", RecordType::A, Some(("81.2.69.0", 20)), "127.0.0.1");
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(("81.2.69.0", 20)),
+        "127.0.0.1",
+    );
     assert_eq!(m.response_code(), ResponseCode::FormErr);
     // No EDNS: no OPT in the answer.
-    let m = send(&a, &query("www.example.test.", RecordType::A, None, None), "127.0.0.1", Transport::Udp).unwrap();
+    let m = send(
+        &a,
+        &query("www.example.test.", RecordType::A, None, None),
+        "127.0.0.1",
+        Transport::Udp,
+    )
+    .unwrap();
     assert!(m.extensions().is_none());
     assert_eq!(addresses(&m), vec!["192.0.2.1"]);
 }
@@ -219,15 +331,21 @@ fn answers_too_large_for_udp_are_truncated_and_whole_over_tcp() {
 
 #[test]
 fn not_ready_means_servfail() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let snap = snapshot(&config_text("us-1", ""));
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = ready.clone();
     let a = meridian_dns::Answerer::new(
         meridian_dns::DnsMetrics::register(&prometheus::Registry::new()),
         snap.clone(),
+        move || flag.load(Ordering::Relaxed),
     )
     .unwrap();
+    a.update(snap, all_up).unwrap();
     let m = ask(&a, "www.example.test.", RecordType::A, None, "127.0.0.1");
     assert_eq!(m.response_code(), ResponseCode::ServFail);
-    a.update(snap, all_up, true).unwrap();
+    ready.store(true, Ordering::Relaxed);
     let m = ask(&a, "www.example.test.", RecordType::A, None, "127.0.0.1");
     assert_eq!(m.response_code(), ResponseCode::NoError);
 }
@@ -237,12 +355,12 @@ fn the_soa_serial_moves_when_what_is_answered_changes() {
     let serial = |a: &meridian_dns::Answerer| a.state().serial;
     let (a, snap) = answerer("us-1", all_up);
     let first = serial(&a);
-    a.update(snap.clone(), all_up, true).unwrap();
+    a.update(snap.clone(), all_up).unwrap();
     assert_eq!(serial(&a), first, "nothing changed");
-    a.update(snap.clone(), down(&["ap-1"]), true).unwrap();
+    a.update(snap.clone(), down(&["ap-1"])).unwrap();
     let second = serial(&a);
     assert!(second > first, "{first} → {second}");
-    a.update(snap, down(&["ap-1"]), true).unwrap();
+    a.update(snap, down(&["ap-1"])).unwrap();
     assert_eq!(serial(&a), second);
     let m = ask(&a, "example.test.", RecordType::SOA, None, "127.0.0.1");
     assert!(matches!(m.answers()[0].data(), RData::SOA(s) if s.serial() == second));

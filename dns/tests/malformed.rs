@@ -2,6 +2,8 @@
 //! oversized counts, broken EDNS) and fuzzed bytes never panic the answerer; each gets no
 //! answer or a well-formed one with the query's ID.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -74,33 +76,128 @@ fn a_corpus_of_malformed_queries_is_answered_formerr_or_dropped() {
         ("empty", vec![], None),
         ("11 bytes", header(0, 1, 0, 0, 0)[..11].to_vec(), None),
         ("a response", cat(&[&header(0x8000, 1, 0, 0, 0), &q]), None),
-        ("no question", header(0, 0, 0, 0, 0), Some(ResponseCode::FormErr)),
-        ("two questions", cat(&[&header(0, 2, 0, 0, 0), &q, &q]), Some(ResponseCode::FormErr)),
-        ("65535 questions claimed", cat(&[&header(0, 0xffff, 0, 0, 0), &q]), Some(ResponseCode::FormErr)),
-        ("65535 answers claimed", cat(&[&header(0, 1, 0xffff, 0, 0), &q]), Some(ResponseCode::FormErr)),
-        ("65535 additionals claimed", cat(&[&header(0, 1, 0, 0, 0xffff), &q]), Some(ResponseCode::FormErr)),
-        ("header only, one question claimed", header(0, 1, 0, 0, 0), Some(ResponseCode::FormErr)),
-        ("question cut short", cat(&[&header(0, 1, 0, 0, 0), &q[..q.len() - 3]]), Some(ResponseCode::FormErr)),
-        ("label longer than the packet", cat(&[&header(0, 1, 0, 0, 0), &[60, b'a', b'b']]), Some(ResponseCode::FormErr)),
-        ("compression pointer to itself", cat(&[&header(0, 1, 0, 0, 0), &[0xc0, 12, 0, 1, 0, 1]]), Some(ResponseCode::FormErr)),
-        ("compression loop of two", cat(&[&header(0, 1, 0, 0, 0), &[1, b'a', 0xc0, 12, 0, 1, 0, 1]]), Some(ResponseCode::FormErr)),
-        ("pointer past the end", cat(&[&header(0, 1, 0, 0, 0), &[0xc0, 0xff, 0, 1, 0, 1]]), Some(ResponseCode::FormErr)),
-        ("name over 255 bytes", {
-            let mut name = Vec::new();
-            for _ in 0..5 { name.push(63); name.extend_from_slice(&[b'a'; 63]); }
-            name.push(0);
-            cat(&[&header(0, 1, 0, 0, 0), &name, &[0, 1, 0, 1]])
-        }, Some(ResponseCode::FormErr)),
-        ("reserved label type 0x40", cat(&[&header(0, 1, 0, 0, 0), &[0x41, b'a', 0, 0, 1, 0, 1]]), Some(ResponseCode::FormErr)),
-        ("two OPT records", cat(&[&header(0, 1, 0, 0, 2), &q, &opt(&[]), &opt(&[])]), Some(ResponseCode::FormErr)),
-        ("OPT cut short", cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&[])[..7]]), Some(ResponseCode::FormErr)),
-        ("client subnet family 3", cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&ecs(3, 24, &[1, 2, 3]))]), Some(ResponseCode::FormErr)),
-        ("client subnet /40 of IPv4", cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&ecs(1, 40, &[1, 2, 3, 4, 5]))]), Some(ResponseCode::FormErr)),
-        ("client subnet host bits", cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&ecs(1, 20, &[81, 2, 69]))]), Some(ResponseCode::FormErr)),
-        ("client subnet option cut short", cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&[0, 8, 0, 8, 0, 1])]), Some(ResponseCode::FormErr)),
-        ("opcode UPDATE", cat(&[&header(5 << 11, 1, 0, 0, 0), &q]), Some(ResponseCode::NotImp)),
-        ("class CHAOS", cat(&[&header(0, 1, 0, 0, 0), &q[..q.len() - 2], &[0, 3]]), Some(ResponseCode::Refused)),
-        ("type 0", cat(&[&header(0, 1, 0, 0, 0), &q[..q.len() - 4], &[0, 0, 0, 1]]), Some(ResponseCode::NoError)),
+        (
+            "no question",
+            header(0, 0, 0, 0, 0),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "two questions",
+            cat(&[&header(0, 2, 0, 0, 0), &q, &q]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "65535 questions claimed",
+            cat(&[&header(0, 0xffff, 0, 0, 0), &q]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "65535 answers claimed",
+            cat(&[&header(0, 1, 0xffff, 0, 0), &q]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "65535 additionals claimed",
+            cat(&[&header(0, 1, 0, 0, 0xffff), &q]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "header only, one question claimed",
+            header(0, 1, 0, 0, 0),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "question cut short",
+            cat(&[&header(0, 1, 0, 0, 0), &q[..q.len() - 3]]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "label longer than the packet",
+            cat(&[&header(0, 1, 0, 0, 0), &[60, b'a', b'b']]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "compression pointer to itself",
+            cat(&[&header(0, 1, 0, 0, 0), &[0xc0, 12, 0, 1, 0, 1]]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "compression loop of two",
+            cat(&[&header(0, 1, 0, 0, 0), &[1, b'a', 0xc0, 12, 0, 1, 0, 1]]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "pointer past the end",
+            cat(&[&header(0, 1, 0, 0, 0), &[0xc0, 0xff, 0, 1, 0, 1]]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "name over 255 bytes",
+            {
+                let mut name = Vec::new();
+                for _ in 0..5 {
+                    name.push(63);
+                    name.extend_from_slice(&[b'a'; 63]);
+                }
+                name.push(0);
+                cat(&[&header(0, 1, 0, 0, 0), &name, &[0, 1, 0, 1]])
+            },
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "reserved label type 0x40",
+            cat(&[&header(0, 1, 0, 0, 0), &[0x41, b'a', 0, 0, 1, 0, 1]]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "two OPT records",
+            cat(&[&header(0, 1, 0, 0, 2), &q, &opt(&[]), &opt(&[])]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "OPT cut short",
+            cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&[])[..7]]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "client subnet family 3",
+            cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&ecs(3, 24, &[1, 2, 3]))]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "client subnet /40 of IPv4",
+            cat(&[
+                &header(0, 1, 0, 0, 1),
+                &q,
+                &opt(&ecs(1, 40, &[1, 2, 3, 4, 5])),
+            ]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "client subnet host bits",
+            cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&ecs(1, 20, &[81, 2, 69]))]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "client subnet option cut short",
+            cat(&[&header(0, 1, 0, 0, 1), &q, &opt(&[0, 8, 0, 8, 0, 1])]),
+            Some(ResponseCode::FormErr),
+        ),
+        (
+            "opcode UPDATE",
+            cat(&[&header(5 << 11, 1, 0, 0, 0), &q]),
+            Some(ResponseCode::NotImp),
+        ),
+        (
+            "class CHAOS",
+            cat(&[&header(0, 1, 0, 0, 0), &q[..q.len() - 2], &[0, 3]]),
+            Some(ResponseCode::Refused),
+        ),
+        (
+            "type 0",
+            cat(&[&header(0, 1, 0, 0, 0), &q[..q.len() - 4], &[0, 0, 0, 1]]),
+            Some(ResponseCode::NoError),
+        ),
     ];
     for (name, packet, want) in cases {
         for transport in [Transport::Udp, Transport::Tcp] {
@@ -109,7 +206,10 @@ fn a_corpus_of_malformed_queries_is_answered_formerr_or_dropped() {
         }
     }
     // And a well-formed query still works.
-    assert_eq!(rcode(&cat(&[&header(0, 1, 0, 0, 0), &q])), Some(ResponseCode::NoError));
+    assert_eq!(
+        rcode(&cat(&[&header(0, 1, 0, 0, 0), &q])),
+        Some(ResponseCode::NoError)
+    );
 }
 
 proptest! {

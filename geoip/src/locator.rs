@@ -9,9 +9,10 @@ use maxminddb::{MaxMindDbError, Reader};
 
 use crate::cache::NetCache;
 use crate::centroids::country_info;
+use crate::corruption::Corruption;
 use crate::record::Record;
 use crate::types::{Coordinates, CountryCode, Location, LocationSource};
-use crate::verify::{verify, Corruption};
+use crate::verify::verify;
 
 /// The DB-IP Country Lite database built into the binary (see `data/README.md`).
 static BUILTIN_DB: &[u8] = include_bytes!("../data/dbip-country-lite.mmdb");

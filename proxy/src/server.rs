@@ -204,11 +204,16 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, Build
         "mesh",
         crate::control::mesh::MeshService::new(inst.clone(), inst.mesh.clone()),
     ));
-    if cfg.geodns.enabled() {
+    if !cfg.geodns.enabled() {
+        inst.readiness
+            .mark(crate::control::readiness::Condition::GeoDnsViewed);
+    } else {
         let listeners = meridian_dns::Listeners::bind(&cfg.geodns.listen, cfg.geodns.threads)?;
+        let ready = inst.readiness.clone();
         let answerer = Arc::new(meridian_dns::Answerer::new(
             meridian_dns::DnsMetrics::register(&inst.registry),
             active.clone(),
+            move || ready.is_ready(),
         )?);
         let _ = inst.geodns.set(answerer.clone());
         let mut service = background_service(

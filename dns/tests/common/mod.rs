@@ -75,7 +75,10 @@ records = [
 /// The config text for instance `node`, with `big`'s TXT value `size` bytes long.
 pub fn config_text(node: &str, extra: &str) -> String {
     let big = "x".repeat(2000);
-    format!("[node]\nname = \"{node}\"\n{extra}\n{}", CONFIG.replace("\"BIG\"", &format!("\"{big}\"")))
+    format!(
+        "[node]\nname = \"{node}\"\n{extra}\n{}",
+        CONFIG.replace("\"BIG\"", &format!("\"{big}\""))
+    )
 }
 
 /// A snapshot of `text` with the built-in GeoIP database.
@@ -100,16 +103,29 @@ pub fn all_up(_: &Instance) -> InstanceState {
 }
 
 /// An answerer as instance `node`, ready, with `state` deciding each instance's health.
-pub fn answerer(node: &str, state: impl Fn(&Instance) -> InstanceState) -> (Answerer, Arc<Snapshot>) {
+pub fn answerer(
+    node: &str,
+    state: impl Fn(&Instance) -> InstanceState,
+) -> (Answerer, Arc<Snapshot>) {
     let snap = snapshot(&config_text(node, ""));
-    let a = Answerer::new(DnsMetrics::register(&prometheus::Registry::new()), snap.clone()).unwrap();
-    a.update(snap.clone(), state, true).unwrap();
+    let a = Answerer::new(
+        DnsMetrics::register(&prometheus::Registry::new()),
+        snap.clone(),
+        || true,
+    )
+    .unwrap();
+    a.update(snap.clone(), state).unwrap();
     (a, snap)
 }
 
 /// A query message for `name`/`qtype`: with EDNS (payload `payload`) when `payload` is
 /// set, and a client subnet when `subnet` is.
-pub fn query(name: &str, qtype: RecordType, payload: Option<u16>, subnet: Option<(&str, u8)>) -> Vec<u8> {
+pub fn query(
+    name: &str,
+    qtype: RecordType,
+    payload: Option<u16>,
+    subnet: Option<(&str, u8)>,
+) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(0x4d45)
         .set_message_type(MessageType::Query)
@@ -141,8 +157,20 @@ pub fn send(a: &Answerer, packet: &[u8], peer: &str, transport: Transport) -> Op
 }
 
 /// Asks `name`/`qtype` over UDP with EDNS and, if given, a client subnet.
-pub fn ask(a: &Answerer, name: &str, qtype: RecordType, subnet: Option<(&str, u8)>, peer: &str) -> Message {
-    send(a, &query(name, qtype, Some(1232), subnet), peer, Transport::Udp).expect("an answer")
+pub fn ask(
+    a: &Answerer,
+    name: &str,
+    qtype: RecordType,
+    subnet: Option<(&str, u8)>,
+    peer: &str,
+) -> Message {
+    send(
+        a,
+        &query(name, qtype, Some(1232), subnet),
+        peer,
+        Transport::Udp,
+    )
+    .expect("an answer")
 }
 
 /// The addresses in an answer, sorted.
@@ -162,7 +190,11 @@ pub fn addresses(m: &Message) -> Vec<String> {
 
 /// The echoed client subnet's scope, if the answer has one.
 pub fn scope(m: &Message) -> Option<u8> {
-    match m.extensions().as_ref()?.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)? {
+    match m
+        .extensions()
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)?
+    {
         EdnsOption::Subnet(cs) => Some(cs.scope_prefix()),
         _ => None,
     }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::instance::{Active, Instance};
+use super::readiness::Condition;
 
 /// How often the health view handed to GeoDNS is refreshed (the mesh itself polls every
 /// `mesh.interval`; local probe results count at once).
@@ -28,12 +29,10 @@ pub fn instance_state(
 ) -> InstanceState {
     let snap = &active.routing;
     if inst.name == snap.config.node.name {
+        // Readiness is asked per query by the answerer itself.
         return InstanceState {
-            up: me.is_ready() && !me.is_draining(),
-            usable_backends: snap
-                .regions
-                .get(snap.local)
-                .map_or(0, |r| usable_now(r)),
+            up: !me.is_draining(),
+            usable_backends: snap.regions.get(snap.local).map_or(0, usable_now),
         };
     }
     match view.peer(&inst.name) {
@@ -86,11 +85,9 @@ impl GeoDnsService {
         let active = self.inst.active();
         let view = self.inst.mesh.view();
         let inst = &self.inst;
-        let result = self.answerer.update(
-            active.clone(),
-            |i| instance_state(inst, &active, &view, i),
-            inst.is_ready(),
-        );
+        let result = self
+            .answerer
+            .update(active.clone(), |i| instance_state(inst, &active, &view, i));
         if let Err(e) = result {
             tracing::error!(error = %e, "GeoDNS keeps the previous zones");
         }
@@ -111,15 +108,26 @@ impl BackgroundService for GeoDnsService {
         self.refresh();
         let (stop_tx, stop_rx) = watch::channel(false);
         let served = tokio::spawn(listeners.serve(self.answerer.clone(), stop_rx));
-        let mut tick = tokio::time::interval(REFRESH);
         let mut changes = self.inst.subscribe();
+        let readiness = self.inst.readiness.clone();
         loop {
+            // Until the rest of readiness is met, look often: the instance becomes ready
+            // only once GeoDNS has seen it so (probed backends, polled peers).
+            let wait = if readiness.is_met(Condition::GeoDnsViewed) {
+                REFRESH
+            } else {
+                Duration::from_millis(10)
+            };
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 r = changes.changed() => if r.is_err() { break },
                 _ = shutdown.changed() => break,
             }
+            let others = readiness.met_except(Condition::GeoDnsViewed);
             self.refresh();
+            if others {
+                readiness.mark(Condition::GeoDnsViewed);
+            }
         }
         // Stopping (or upgrading: the new process has bound the same addresses).
         let _ = stop_tx.send(true);

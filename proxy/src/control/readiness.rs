@@ -161,13 +161,16 @@ pub enum Condition {
     /// Every peer instance has been polled once (the mesh), so relaying and GeoDNS
     /// start from the shared health view, not from "no peer known".
     MeshPolled,
+    /// GeoDNS has taken in the health view as of all the other conditions (or is off):
+    /// its first answers already count this instance and its probed backends.
+    GeoDnsViewed,
 }
 
 /// Whether the instance is ready, and what it still waits for. Shared by the components
 /// that set the conditions, the readiness service and the admin API.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    met: [AtomicBool; 4],
+    met: [AtomicBool; 5],
     ready: AtomicBool,
 }
 
@@ -189,6 +192,14 @@ impl Readiness {
 
     fn all_met(&self) -> bool {
         self.met.iter().all(|m| m.load(Ordering::Relaxed))
+    }
+
+    /// Whether every condition but `but` holds.
+    pub fn met_except(&self, but: Condition) -> bool {
+        self.met
+            .iter()
+            .enumerate()
+            .all(|(i, m)| i == but as usize || m.load(Ordering::Relaxed))
     }
 }
 

@@ -115,6 +115,52 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
         "regions": regions,
         "dns": dns_names(dns),
         "mesh": mesh(inst, &snap.config),
+        "geodns": geodns(inst),
+    })
+}
+
+/// The `geodns` part of `/status` (`null` when off): the serial, the geo-steered names,
+/// where each continent's clients are answered from now, and each region's addresses.
+fn geodns(inst: &crate::control::instance::Instance) -> Value {
+    let Some(answerer) = inst.geodns.get() else {
+        return Value::Null;
+    };
+    let state = answerer.state();
+    let cfg = &state.snapshot().config.geodns;
+    let by_continent: serde_json::Map<String, Value> = meridian_dns::status::by_continent(&state)
+        .into_iter()
+        .map(|(c, r)| (c.to_string(), r.map_or(Value::Null, Value::from)))
+        .collect();
+    let regions: Vec<Value> = state
+        .health
+        .regions
+        .iter()
+        .map(|r| {
+            let show = |v: &[std::net::Ipv4Addr], w: &[std::net::Ipv6Addr]| {
+                v.iter()
+                    .map(ToString::to_string)
+                    .chain(w.iter().map(ToString::to_string))
+                    .collect::<Vec<_>>()
+            };
+            json!({
+                "name": &*r.name,
+                "answerable": r.answerable(),
+                "answered": show(&r.v4.up, &r.v6.up),
+                "addresses": show(&r.v4.all, &r.v6.all),
+            })
+        })
+        .collect();
+    json!({
+        "listen": cfg.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ready": answerer.is_ready(),
+        "serial": state.serial,
+        "ttl_s": cfg.ttl.as_secs(),
+        "zones": cfg.zones.iter().map(|z| json!({
+            "name": z.name,
+            "names": z.names,
+        })).collect::<Vec<_>>(),
+        "by_continent": by_continent,
+        "regions": regions,
     })
 }
 
