@@ -66,6 +66,9 @@ pub enum Command {
         /// Where the demo admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Where the demo GeoDNS listens (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:8053")]
+        dns: SocketAddr,
     },
     /// Write the man pages and shell completions into a directory (for packaging).
     #[command(hide = true)]
@@ -73,6 +76,18 @@ pub enum Command {
         /// The directory (`man/` and `completions/` are made in it).
         dir: PathBuf,
     },
+}
+
+/// Ends this process when its parent is gone (the demo's instances: they must not outlive
+/// the demo, however it ended).
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    });
 }
 
 /// The overrides of `--node` (or `MERIDIAN_NODE`).
@@ -150,7 +165,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen, admin } => match crate::demo::run(listen, admin) {
+        Command::Demo { listen, admin, dns } => match crate::demo::run(listen, admin, dns) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("meridian demo: {e:#}");
@@ -165,6 +180,9 @@ pub fn main() -> ExitCode {
             pid_file,
             grace_period,
         } => {
+            if std::env::var_os(crate::demo::EXIT_WITH_PARENT).is_some() {
+                exit_with_parent();
+            }
             let overrides = overrides(node);
             let cfg = match meridian_config::load_with(&config, &overrides) {
                 Ok(c) => c,
