@@ -326,6 +326,7 @@ pub(crate) struct GeoDnsFile {
     pub tcp_idle: Option<S<String>>,
     pub max_tcp_connections: Option<S<i64>>,
     pub threads: Option<S<i64>>,
+    pub serial: Option<S<i64>>,
     pub zones: Option<S<Vec<S<ZoneFile>>>>,
 }
 

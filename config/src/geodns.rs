@@ -125,6 +125,10 @@ pub(crate) fn geodns(cx: &mut Cx<'_>, file: &file::GeoDnsFile, public_addresses:
     let threads = cx
         .int(file.threads.as_ref(), "geodns.threads", 2, 1..=64)
         .map_or(d.threads, |n| n as usize);
+    let serial = file.serial.as_ref().and_then(|v| {
+        cx.int(Some(v), "geodns.serial", 1, 1..=i64::from(u32::MAX))
+            .and_then(|n| u32::try_from(n).ok())
+    });
     let mut zones: Vec<Zone> = Vec::new();
     for (i, entry) in file.zones.iter().flat_map(|z| z.get_ref()).enumerate() {
         let prefix = format!("geodns.zones[{i}]");
@@ -185,6 +189,7 @@ pub(crate) fn geodns(cx: &mut Cx<'_>, file: &file::GeoDnsFile, public_addresses:
         tcp_idle,
         max_tcp_connections,
         threads,
+        serial,
         zones,
     }
 }

@@ -71,8 +71,9 @@ pub struct Answerer {
     metrics: DnsMetrics,
     /// Rotates the order of a region's addresses between answers.
     rotation: AtomicUsize,
-    /// The serial's inputs as of the last change: (fingerprint, serial).
-    serial: Mutex<(u64, u32)>,
+    /// The serial's inputs as of the last change (none before the first ready view), and
+    /// the serial.
+    serial: Mutex<(Option<u64>, u32)>,
     /// Whether the instance is ready, asked per query (until then: SERVFAIL, so resolvers
     /// ask another server).
     ready: Box<dyn Fn() -> bool + Send + Sync>,
@@ -111,7 +112,7 @@ impl Answerer {
             usable_backends: 0,
         });
         let answered = counters(&metrics, &health);
-        let serial = unix_now();
+        let serial = snapshot.config.geodns.serial.unwrap_or_else(unix_now);
         Ok(Answerer {
             state: ArcSwap::from_pointee(State {
                 routing,
@@ -122,7 +123,7 @@ impl Answerer {
             }),
             metrics,
             rotation: AtomicUsize::new(0),
-            serial: Mutex::new((0, serial)),
+            serial: Mutex::new((None, serial)),
             ready: Box::new(ready),
         })
     }
@@ -154,11 +155,23 @@ impl Answerer {
             counters(&self.metrics, &health)
         };
         let inputs = health.fingerprint ^ zones_fingerprint(snapshot);
+        let counting = snapshot.config.geodns.serial.is_some();
         let serial = {
             let mut s = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-            if s.0 != inputs {
-                s.1 = unix_now().max(s.1.wrapping_add(1));
-                s.0 = inputs;
+            match s.0 {
+                // Before the first answers (not ready: SERVFAIL), nothing has been seen.
+                _ if !self.is_ready() => {}
+                // The first view answered from keeps the starting serial.
+                None => s.0 = Some(inputs),
+                Some(seen) if seen != inputs => {
+                    s.1 = if counting {
+                        s.1.wrapping_add(1).max(1)
+                    } else {
+                        unix_now().max(s.1.wrapping_add(1))
+                    };
+                    s.0 = Some(inputs);
+                }
+                Some(_) => {}
             }
             s.1
         };

@@ -365,3 +365,20 @@ fn the_soa_serial_moves_when_what_is_answered_changes() {
     let m = ask(&a, "example.test.", RecordType::SOA, None, "127.0.0.1");
     assert!(matches!(m.answers()[0].data(), RData::SOA(s) if s.serial() == second));
 }
+
+#[test]
+fn a_configured_serial_starts_there_and_counts_changes() {
+    let snap = snapshot(&config_text("us-1", "").replace("ttl = \"20s\"", "ttl = \"20s\"\nserial = 7"));
+    let a = meridian_dns::Answerer::new(
+        meridian_dns::DnsMetrics::register(&prometheus::Registry::new()),
+        snap.clone(),
+        || true,
+    )
+    .unwrap();
+    a.update(snap.clone(), all_up).unwrap();
+    assert_eq!(a.state().serial, 7);
+    a.update(snap.clone(), down(&["ap-1"])).unwrap();
+    assert_eq!(a.state().serial, 8);
+    a.update(snap, all_up).unwrap();
+    assert_eq!(a.state().serial, 9);
+}

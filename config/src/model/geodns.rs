@@ -20,6 +20,9 @@ pub struct GeoDns {
     pub max_tcp_connections: usize,
     /// Worker threads (and UDP sockets per address, spread by the kernel).
     pub threads: usize,
+    /// The SOA serial of the first answers (`None`: the Unix time at start); it moves up
+    /// by one whenever what is answered changes.
+    pub serial: Option<u32>,
     /// The zones this server is authoritative for.
     pub zones: Vec<Zone>,
 }
@@ -41,6 +44,7 @@ impl Default for GeoDns {
             tcp_idle: Duration::from_secs(10),
             max_tcp_connections: 1000,
             threads: 2,
+            serial: None,
             zones: Vec::new(),
         }
     }
