@@ -159,6 +159,12 @@ fn geodns(inst: &crate::control::instance::Instance) -> Value {
             "name": z.name,
             "names": z.names,
         })).collect::<Vec<_>>(),
+        // Every geo-steered name is answered from the same plan today; per name, so a
+        // name's own answers can be read off directly.
+        "names": cfg.zones.iter().flat_map(|z| &z.names).map(|n| json!({
+            "name": n,
+            "by_continent": by_continent,
+        })).collect::<Vec<_>>(),
         "by_continent": by_continent,
         "regions": regions,
     })
