@@ -80,7 +80,12 @@ fn answerer() -> Answerer {
         &RoutingMetrics::detached(),
         &Answers::new(),
     ));
-    let a = Answerer::new(DnsMetrics::register(&prometheus::Registry::new()), snap.clone(), || true).unwrap();
+    let a = Answerer::new(
+        DnsMetrics::register(&prometheus::Registry::new()),
+        snap.clone(),
+        || true,
+    )
+    .unwrap();
     a.update(snap, |_| InstanceState {
         up: true,
         usable_backends: 1,
@@ -92,13 +97,21 @@ fn answerer() -> Answerer {
 /// `www.example.test A` with EDNS and, if given, a /24 client subnet.
 fn query(id: u16, subnet: Option<Ipv4Addr>) -> Vec<u8> {
     let mut m = Message::new();
-    m.set_id(id).set_message_type(MessageType::Query).set_op_code(OpCode::Query);
-    m.add_query(Query::query(Name::from_ascii("www.example.test.").unwrap(), RecordType::A));
+    m.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("www.example.test.").unwrap(),
+        RecordType::A,
+    ));
     let mut e = Edns::new();
     e.set_max_payload(1232);
     if let Some(net) = subnet {
-        e.options_mut()
-            .insert(EdnsOption::Subnet(ClientSubnet::new(IpAddr::V4(net), 24, 0)));
+        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+            IpAddr::V4(net),
+            24,
+            0,
+        )));
     }
     m.set_edns(e);
     m.to_vec().unwrap()
@@ -122,7 +135,11 @@ fn answer_all(a: &Answerer, packets: &[Vec<u8>], out: &mut Vec<u8>) -> usize {
 
 fn bench(c: &mut Criterion) {
     let a = answerer();
-    let with: Vec<Vec<u8>> = subnets().into_iter().enumerate().map(|(i, n)| query(i as u16, Some(n))).collect();
+    let with: Vec<Vec<u8>> = subnets()
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| query(i as u16, Some(n)))
+        .collect();
     let without: Vec<Vec<u8>> = (0..4096).map(|i| query(i as u16, None)).collect();
     let mut out = Vec::with_capacity(512);
     if std::env::var_os("GEODNS_CALLGRIND").is_some() {
@@ -138,7 +155,12 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % packets.len();
-                black_box(a.respond(&packets[i], IpAddr::V4(Ipv4Addr::LOCALHOST), Transport::Udp, &mut out))
+                black_box(a.respond(
+                    &packets[i],
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    Transport::Udp,
+                    &mut out,
+                ))
             })
         });
     }

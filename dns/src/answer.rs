@@ -296,10 +296,12 @@ impl Answerer {
         } else if !self.is_ready() {
             refuse(ResponseCode::ServFail)
         } else {
-            match state.zones.find(query.name()) {
+            let key = crate::zones::key(query.name());
+            match state.zones.find(&key) {
                 None => refuse(ResponseCode::Refused),
                 Some(zone) => {
-                    let (rcode, sections, scope) = self.lookup(&state, zone, &query, peer, subnet);
+                    let (rcode, sections, scope) =
+                        self.lookup(&state, zone, &key, &query, peer, subnet);
                     (rcode, sections, scope, true)
                 }
             }
@@ -344,6 +346,7 @@ impl Answerer {
         &self,
         state: &State,
         zone: &ZoneData,
+        key: &[u8],
         query: &Query,
         peer: IpAddr,
         subnet: Option<Subnet>,
@@ -352,9 +355,9 @@ impl Answerer {
         let qtype = query.query_type();
         let mut s = Sections::default();
         let mut scope = 0;
-        let Some(owner) = zone.owners.get(name) else {
+        let Some(owner) = zone.owners.get(key) else {
             s.authority.push(zone.soa(state.serial, true));
-            let rcode = if zone.empty_non_terminals.contains(name) {
+            let rcode = if zone.empty_non_terminals.contains(key) {
                 ResponseCode::NoError
             } else {
                 ResponseCode::NXDomain
@@ -368,9 +371,10 @@ impl Answerer {
                     RData::CNAME(c) => Some(c.0.clone()),
                     _ => None,
                 };
-                if let Some((t, next)) =
-                    target.and_then(|t| Some((t.clone(), zone.owners.get(&t)?)))
-                {
+                if let Some((t, next)) = target.and_then(|t| {
+                    let next = zone.owners.get(&crate::zones::key(&t)[..])?;
+                    Some((t, next))
+                }) {
                     scope = self.records(state, zone, next, &t, qtype, peer, subnet, &mut s);
                 }
             }
@@ -407,7 +411,7 @@ impl Answerer {
                 .filter(|r| any || r.record_type() == qtype)
                 .cloned(),
         );
-        if *name == zone.apex {
+        if owner.apex {
             if any || qtype == RecordType::SOA {
                 s.answers.push(zone.soa(state.serial, false));
             }

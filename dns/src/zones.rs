@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use smallvec::SmallVec;
+
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use meridian_config::{GeoDns, RecordData, Zone};
@@ -23,11 +25,29 @@ pub(crate) fn fqdn(name: &str) -> Result<Name, DnsError> {
     })
 }
 
+/// A name as a lookup key: its labels lower-cased, last label first, each preceded by its
+/// length (`www.Example.test.` → `\x04test\x07example\x03www`). A name is in a zone
+/// exactly when its key starts with the zone's key; matching a query needs no allocation
+/// and no case-insensitive comparison of labels.
+pub type Key = SmallVec<[u8; 64]>;
+
+/// The key of `name` (see [`Key`]).
+pub fn key(name: &Name) -> Key {
+    let mut k = Key::new();
+    for label in name.iter().rev() {
+        k.push(label.len() as u8);
+        k.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    k
+}
+
 /// What a zone holds at one name.
 #[derive(Debug, Default)]
 pub struct Owner {
     /// Answered with instances' addresses (A/AAAA).
     pub geo: bool,
+    /// The zone's apex (SOA and NS live here).
+    pub apex: bool,
     /// Static records.
     pub records: Vec<Record>,
 }
@@ -56,20 +76,22 @@ pub struct ZoneData {
     pub ns: Vec<Record>,
     /// Addresses of in-zone name servers (the additional section of NS answers).
     pub glue: Vec<Record>,
-    /// Names holding records.
-    pub owners: HashMap<Name, Owner>,
+    /// The apex's key.
+    pub key: Key,
+    /// Names holding records, by key.
+    pub owners: HashMap<Key, Owner>,
     /// Names with nothing of their own but names below them (empty non-terminals: NODATA,
-    /// not NXDOMAIN; RFC 8020).
-    pub empty_non_terminals: HashSet<Name>,
+    /// not NXDOMAIN; RFC 8020), by key.
+    pub empty_non_terminals: HashSet<Key>,
 }
 
 impl ZoneData {
     fn compile(z: &Zone) -> Result<ZoneData, DnsError> {
         let apex = fqdn(&z.name)?;
         let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        let mut owners: HashMap<Name, Owner> = HashMap::new();
+        let mut owners: HashMap<Key, Owner> = HashMap::new();
         for n in &z.names {
-            owners.entry(fqdn(n)?).or_default().geo = true;
+            owners.entry(key(&fqdn(n)?)).or_default().geo = true;
         }
         for r in &z.records {
             let name = fqdn(&r.name)?;
@@ -81,7 +103,7 @@ impl ZoneData {
                 RecordData::Mx(pref, host) => RData::MX(MX::new(*pref, fqdn(host)?)),
             };
             owners
-                .entry(name.clone())
+                .entry(key(&name))
                 .or_default()
                 .records
                 .push(Record::from_rdata(name, secs(r.ttl), data));
@@ -100,8 +122,7 @@ impl ZoneData {
             .collect::<Result<_, DnsError>>()?;
         let mut glue = Vec::new();
         for n in &z.nameservers {
-            let name = fqdn(n)?;
-            if let Some(owner) = owners.get(&name) {
+            if let Some(owner) = owners.get(&key(&fqdn(n)?)) {
                 glue.extend(
                     owner
                         .records
@@ -111,17 +132,21 @@ impl ZoneData {
                 );
             }
         }
+        let apex_key = key(&apex);
         let mut empty_non_terminals = HashSet::new();
-        for name in owners.keys() {
-            let mut up = name.base_name();
-            while apex.zone_of(&up) && up != apex {
-                if !owners.contains_key(&up) {
-                    empty_non_terminals.insert(up.clone());
+        for k in owners.keys() {
+            // Every ancestor between the apex and the name: a prefix of its key that ends
+            // at a label boundary.
+            let mut at = apex_key.len();
+            while at < k.len() {
+                let end = at + 1 + usize::from(k[at]);
+                if end < k.len() && !owners.contains_key(&k[..end]) {
+                    empty_non_terminals.insert(Key::from_slice(&k[..end]));
                 }
-                up = up.base_name();
+                at = end;
             }
         }
-        owners.entry(apex.clone()).or_default();
+        owners.entry(apex_key.clone()).or_default().apex = true;
         Ok(ZoneData {
             mname: ns
                 .first()
@@ -134,6 +159,7 @@ impl ZoneData {
             soa_ttl,
             negative_ttl: secs(z.negative_ttl),
             apex,
+            key: apex_key,
             ns,
             glue,
             owners,
@@ -198,9 +224,9 @@ impl Zones {
         })
     }
 
-    /// The zone `name` is in, if any (zones never nest).
-    pub fn find(&self, name: &Name) -> Option<&ZoneData> {
-        self.zones.iter().find(|z| z.apex.zone_of(name))
+    /// The zone a name with key `k` is in, if any (zones never nest).
+    pub fn find(&self, k: &[u8]) -> Option<&ZoneData> {
+        self.zones.iter().find(|z| k.starts_with(&z.key))
     }
 
     /// Every zone.
@@ -213,6 +239,16 @@ impl Zones {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_lower_case_and_reversed() {
+        let k = key(&Name::from_ascii("WwW.Example.test.").unwrap());
+        assert_eq!(&k[..], b"\x04test\x07example\x03www");
+        let apex = key(&Name::from_ascii("example.test.").unwrap());
+        assert!(k.starts_with(&apex));
+        let other = key(&Name::from_ascii("www.xexample.test.").unwrap());
+        assert!(!other.starts_with(&apex));
+    }
 
     #[test]
     fn long_txt_values_are_split_into_255_byte_strings() {

@@ -368,7 +368,8 @@ fn the_soa_serial_moves_when_what_is_answered_changes() {
 
 #[test]
 fn a_configured_serial_starts_there_and_counts_changes() {
-    let snap = snapshot(&config_text("us-1", "").replace("ttl = \"20s\"", "ttl = \"20s\"\nserial = 7"));
+    let snap =
+        snapshot(&config_text("us-1", "").replace("ttl = \"20s\"", "ttl = \"20s\"\nserial = 7"));
     let a = meridian_dns::Answerer::new(
         meridian_dns::DnsMetrics::register(&prometheus::Registry::new()),
         snap.clone(),

@@ -58,7 +58,13 @@ impl Snapshot {
     /// The candidate regions for a client at `loc` as any instance would rank them (see
     /// [`plan::plan_anywhere`]): what GeoDNS answers from.
     pub fn plan_anywhere(&self, loc: Option<&meridian_geoip::Location>) -> Plan {
-        plan::plan_anywhere(self.view(), self.local, &self.config_order, loc)
+        plan::plan_anywhere(
+            self.view(),
+            self.local,
+            &self.config_order,
+            &self.country_table_anywhere,
+            loc,
+        )
     }
 
     /// The next backend for a request: in the first region of `plan` (from where `tried`

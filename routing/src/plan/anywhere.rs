@@ -4,6 +4,7 @@
 use meridian_config::SteeringPolicy;
 use meridian_geoip::{great_circle_km, Location};
 
+use super::country::CountryTable;
 use super::rank::rank_with;
 use super::steer::steer;
 use super::view::{distance_rtt_us, micros, Plan, RegionList, View};
@@ -20,21 +21,20 @@ use super::view::{distance_rtt_us, micros, Plan, RegionList, View};
 ///   client of unknown place has no distance term.
 ///
 /// So instances that share the mesh's view reach the same plan. Allocation-free like
-/// [`super::plan`] (it computes the steering step instead of using the country table).
+/// [`super::plan`], and like it served from a per-country table (`table`, built by
+/// [`CountryTable::build_anywhere`]) for country-level clients.
 pub fn plan_anywhere(
     snap: View<'_>,
     local: usize,
     neutral_order: &RegionList,
+    table: &CountryTable,
     loc: Option<&Location>,
 ) -> Plan {
     let view = View {
         local_order: neutral_order,
         ..snap
     };
-    let mut plan = steer(view, loc);
-    if snap.config.steering.policy == SteeringPolicy::Failover {
-        return plan;
-    }
+    let rank_it = snap.config.steering.policy != SteeringPolicy::Failover;
     let measured = |i: usize| {
         let state = &snap.regions[i].state;
         match state.reported_latency() {
@@ -42,6 +42,17 @@ pub fn plan_anywhere(
             _ => state.measured_us(),
         }
     };
+    if let Some(pre) = table.get(loc) {
+        let mut plan = pre.plan.clone();
+        if rank_it {
+            rank_with(view, &mut plan.regions, |i| pre.rtt_us[i], measured);
+        }
+        return plan;
+    }
+    let mut plan = steer(view, loc);
+    if !rank_it {
+        return plan;
+    }
     match loc.and_then(|l| l.coordinates) {
         Some(from) => rank_with(
             view,

@@ -75,6 +75,15 @@ impl CountryTable {
         }
     }
 
+    /// The table for plans made from no instance's point of view
+    /// ([`super::plan_anywhere`]): `snap`'s `local_order` is the neutral order, and a client
+    /// of unknown place has no distance term.
+    pub fn build_anywhere(snap: View<'_>) -> CountryTable {
+        let mut table = CountryTable::build(snap);
+        table.unknown.rtt_us.iter_mut().for_each(|r| *r = 0);
+        table
+    }
+
     /// The precomputed entry for `loc`, if the client sits at its country's centroid.
     pub(crate) fn get(&self, loc: Option<&Location>) -> Option<&Precomputed> {
         let Some(loc) = loc else {

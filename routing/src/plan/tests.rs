@@ -214,3 +214,26 @@ fn plans_from_anywhere_do_not_depend_on_the_instance() {
         assert_eq!(names(&ap, &ap.plan(None))[0], "ap-southeast", "{policy}");
     }
 }
+
+/// The per-country table for plans from anywhere gives what computing them gives.
+#[test]
+fn precomputed_plans_from_anywhere_match_computing_them() {
+    let snap = snapshot("[steering.countries]\nGB = [\"eu-central\"]\n[residency]\ncountries = { DE = [\"eu-west\"] }\n");
+    for (i, r) in snap.regions.iter().enumerate() {
+        r.state.publish(1_000 + 40_000 * i as u32, 1);
+    }
+    let none = CountryTable::default();
+    for c in ["GB", "DE", "US", "JP", "BR", "AU", "ZA", "IN", "FR", "NZ"] {
+        let loc = at(c);
+        let table = snap.plan_anywhere(Some(&loc));
+        let computed = plan_anywhere(
+            snap.view(),
+            snap.local,
+            &snap.config_order,
+            &none,
+            Some(&loc),
+        );
+        assert_eq!(names(&snap, &table), names(&snap, &computed), "{c}");
+        assert_eq!(table.restricted, computed.restricted, "{c}");
+    }
+}

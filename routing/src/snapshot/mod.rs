@@ -52,6 +52,9 @@ pub struct Snapshot {
     pub locator: Arc<Locator>,
     /// Steering precomputed per client country (see [`CountryTable`]).
     pub country_table: CountryTable,
+    /// The same for plans made from no instance's point of view
+    /// ([`crate::plan::plan_anywhere`]).
+    pub country_table_anywhere: CountryTable,
     /// Failover counters by (from, to) region index, resolved on first use so the request
     /// path never looks a label up (empty above [`FAILOVER_TABLE_MAX_REGIONS`] regions).
     failovers: Vec<OnceLock<IntCounter>>,
@@ -244,12 +247,18 @@ impl Snapshot {
             node_coords,
             locator,
             country_table: CountryTable::default(),
+            country_table_anywhere: CountryTable::default(),
             failovers: Vec::new(),
             metrics: metrics.clone(),
             built_at: SystemTime::now(),
         };
         let table = CountryTable::build(snap.view());
         snap.country_table = table;
+        let anywhere = CountryTable::build_anywhere(View {
+            local_order: &snap.config_order,
+            ..snap.view()
+        });
+        snap.country_table_anywhere = anywhere;
         if n <= FAILOVER_TABLE_MAX_REGIONS {
             snap.failovers = (0..n * n).map(|_| OnceLock::new()).collect();
         }
