@@ -27,12 +27,16 @@ mod context;
 mod error;
 mod file;
 mod file_errors;
+mod keys;
 mod limits;
 mod mesh;
 pub mod model;
+mod pools;
 mod regions;
 mod removal;
 mod routing;
+mod services;
+mod sticky;
 mod tls;
 mod validate;
 

@@ -10,7 +10,7 @@ use crate::file::{self, FileConfig, S};
 use crate::model::{
     Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry,
 };
-use crate::{limits, regions, routing, tls};
+use crate::{limits, regions, routing, services, tls};
 
 /// The longest ejection (`outlier.base_ejection`, `outlier.max_ejection`). The proxy keeps
 /// ejection deadlines as 32-bit millisecond stamps and reads their differences as signed,
@@ -37,7 +37,10 @@ pub(crate) fn validate(
     cx: &mut Cx<'_>,
     base_dir: Option<&Path>,
 ) -> Option<Config> {
-    let regions = regions::regions(cx, file);
+    let has_services = file.services.as_ref().is_some_and(|s| !s.0.is_empty());
+    let mut validated = regions::regions(cx, file, has_services);
+    let services = services::services(cx, file, &mut validated);
+    let regions = validated.regions;
     let names: Vec<String> = match &file.regions {
         Some(entries) => entries.0.iter().map(|(name, _)| name.clone()).collect(),
         None => Vec::new(),
@@ -87,6 +90,7 @@ pub(crate) fn validate(
         limits,
         admin,
         mesh,
+        services,
     })
 }
 

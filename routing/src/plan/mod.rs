@@ -28,7 +28,8 @@ pub use rank::rank;
 pub use steer::steer;
 pub use view::{distance_rtt_us, Plan, RegionList, View, INLINE_REGIONS};
 
-/// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown).
+/// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown),
+/// over one service's pools (`snap`); the plan's `service` is left for the caller to set.
 pub fn plan(snap: View<'_>, table: &CountryTable, loc: Option<&Location>) -> Plan {
     let rank_it = snap.config.steering.policy != SteeringPolicy::Failover;
     if let Some(pre) = table.get(loc) {

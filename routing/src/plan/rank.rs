@@ -18,10 +18,8 @@ use super::view::{distance_rtt_us, micros, RegionList, View, INLINE_REGIONS};
 pub fn rank(snap: View<'_>, client: Option<Coordinates>, list: &mut RegionList) {
     let from = client.unwrap_or(snap.node_coords);
     rank_with(snap, list, |i| {
-        micros(distance_rtt_us(
-            snap,
-            great_circle_km(from, snap.regions[i].coords),
-        ))
+        let at = snap.coords.get(i).copied().unwrap_or(from);
+        micros(distance_rtt_us(snap, great_circle_km(from, at)))
     });
 }
 
@@ -43,12 +41,12 @@ pub(crate) fn rank_with(snap: View<'_>, list: &mut RegionList, rtt_us: impl Fn(u
         return;
     }
     let score = |i: u16| {
-        let r = &snap.regions[usize::from(i)];
-        let measured = u64::from(r.state.measured_us());
+        let r = snap.pool(usize::from(i));
+        let measured = u64::from(r.map_or(0, |r| r.state.measured_us()));
         Scored {
             cost: u64::from(rtt_us(usize::from(i))) + measured,
             measured,
-            usable: r.state.usable() > 0,
+            usable: r.is_some_and(|r| r.state.usable() > 0),
             region: i,
         }
     };
