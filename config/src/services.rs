@@ -386,3 +386,7 @@ fn report_at(cx: &mut Cx<'_>, at: Option<(Range<usize>, &str)>, service: &str, m
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

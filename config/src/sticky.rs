@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::checks::{self, Problem};
-use crate::context::{Cx, Min};
+use crate::context::Cx;
 use crate::file::StickyFile;
 use crate::model::{DrainingSessions, SameSite, Sticky};
 
@@ -51,14 +51,16 @@ pub(crate) fn layer(cx: &mut Cx<'_>, file: Option<&StickyFile>, prefix: &str) ->
         })
     });
     let max_age = file.max_age.as_ref().and_then(|m| {
-        cx.duration_within(
-            Some(m),
-            &at("max_age"),
-            Duration::ZERO,
-            Min::Positive,
-            MAX_AGE,
-        )
-        .map(Some)
+        cx.check(m, &at("max_age"), |text| {
+            let d = checks::duration(text)?;
+            if d.is_zero() {
+                Err("max_age must be greater than 0 (leave it out for a session cookie)".into())
+            } else if d > MAX_AGE {
+                Err("max_age must be at most 400 days (browsers cap it there)".into())
+            } else {
+                Ok(Some(d))
+            }
+        })
     });
     let path = file.path.as_ref().and_then(|p| {
         cx.check(p, &at("path"), |p| {
