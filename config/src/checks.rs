@@ -248,11 +248,6 @@ fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// A region name: `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
-pub(crate) fn region_name(name: &str) -> Result<(), Problem> {
-    self::name(name, "region")
-}
-
 /// A region or service name (`what`): `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
 pub(crate) fn name(name: &str, what: &str) -> Result<(), Problem> {
     let valid_chars = name
@@ -559,11 +554,11 @@ mod tests {
         assert!(country("DEU").is_err());
         assert_eq!(continent("eu"), Ok("EU".to_owned()));
         assert!(continent("EA").is_err());
-        assert!(region_name("us-east").is_ok());
-        assert!(region_name("0_a").is_ok());
-        assert!(region_name("US-East").unwrap_err().hint.is_some());
-        assert!(region_name("-a").is_err());
-        assert!(region_name(&"a".repeat(64)).is_err());
+        assert!(name("us-east", "region").is_ok());
+        assert!(name("0_a", "region").is_ok());
+        assert!(name("US-East", "region").unwrap_err().hint.is_some());
+        assert!(name("-a", "region").is_err());
+        assert!(name(&"a".repeat(64), "region").is_err());
     }
 
     #[test]

@@ -306,6 +306,7 @@ pub(crate) struct ServiceFile {
     pub tls: Option<UpstreamTlsFile>,
     pub slow_start: Option<S<String>>,
     pub sticky: Option<StickyFile>,
+    pub certificates: Option<S<Vec<S<CertificateFile>>>>,
     pub regions: Option<Entries<PoolFile>>,
 }
 

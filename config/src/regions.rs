@@ -92,7 +92,7 @@ fn one_region(
     seen: &mut HashMap<BackendAddress, String>,
 ) -> (Region, PoolSettings) {
     let prefix = format!("regions.{name}");
-    if let Err(problem) = checks::region_name(name) {
+    if let Err(problem) = checks::name(name, "region") {
         cx.report(key.as_ref(), &prefix, None, problem);
     }
     let latitude = coordinate(cx, &file.latitude, &key, &prefix, "latitude", 90.0);

@@ -10,7 +10,7 @@ use crate::checks::{self, Problem};
 use crate::context::Cx;
 use crate::error::suggest;
 use crate::file::{FileConfig, PoolFile, ServiceFile};
-use crate::model::{HostPattern, Pool, Service, IMPLICIT_SERVICE};
+use crate::model::{HostPattern, HttpsListener, Pool, Service, IMPLICIT_SERVICE};
 use crate::pools::{PoolKeys, PoolSettings};
 use crate::regions::{relayed, Regions};
 use crate::sticky;
@@ -304,6 +304,50 @@ fn route_path(text: &str) -> Result<String, Problem> {
         return Err("path prefixes are at most 1024 characters".into());
     }
     Ok(text.to_owned())
+}
+
+/// Every service's `certificates`, added to every HTTPS listener after the listener's own
+/// (which win for a name both claim); never the default. An error without an HTTPS
+/// listener.
+pub(crate) fn certificates(cx: &mut Cx<'_>, file: &FileConfig, https: &mut [HttpsListener]) {
+    for (name, service) in file.services.iter().flat_map(|s| &s.0) {
+        let Some(list) = &service.certificates else {
+            continue;
+        };
+        let field = format!("services.{name}.certificates");
+        if https.is_empty() {
+            cx.bad(
+                list,
+                &field,
+                Problem::hinted(
+                    "a service's certificates are served by the HTTPS listeners, and there is none",
+                    "add a [[listeners.https]] table, or remove these certificates",
+                ),
+            );
+            continue;
+        }
+        for (i, entry) in list.get_ref().iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            if let Some(d) = entry.get_ref().default.as_ref().filter(|d| *d.get_ref()) {
+                cx.bad(
+                    d,
+                    &format!("{at}.default"),
+                    Problem::hinted(
+                        "a service's certificate is never a listener's default",
+                        "mark a certificate of [[listeners.https]] as the default",
+                    ),
+                );
+                continue;
+            }
+            let Some(mut cert) = crate::tls::server_certificate(cx, entry, &at) else {
+                continue;
+            };
+            cert.default = false;
+            for listener in https.iter_mut() {
+                listener.certificates.push(cert.clone());
+            }
+        }
+    }
 }
 
 /// One (host, path) belongs to one service; at most one service is the default, and only

@@ -47,7 +47,8 @@ pub(crate) fn validate(
     };
     let by_name = crate::mesh::unique_names(cx, file, &regions);
     let node = node(cx, &file.node, &names, &by_name, &regions);
-    let listeners = listeners(cx, &file.listeners);
+    let mut listeners = listeners(cx, &file.listeners);
+    services::certificates(cx, file, &mut listeners.https);
     let threads = threads(cx, file.threads.as_ref());
     let timeouts = limits::timeouts(cx, &file.timeouts);
     let logging = logging(cx, &file.logging);

@@ -78,7 +78,7 @@ impl StickyTable {
 
     /// The token in a cookie value: exactly [`TOKEN_LEN`] hex digits.
     pub fn parse(value: &str) -> Option<u64> {
-        if value.len() != TOKEN_LEN {
+        if value.len() != TOKEN_LEN || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         u64::from_str_radix(value, 16).ok()
@@ -87,5 +87,49 @@ impl StickyTable {
     /// The cookie value of a token.
     pub fn format(token: u64) -> String {
         format!("{token:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+
+    #[test]
+    fn tokens_are_opaque_stable_and_name_one_backend() {
+        let text = "[node]\nregion = \"a\"\n[sticky]\ncookie = \"s\"\n[regions.a]\nlatitude = 1.0\nlongitude = 2.0\nbackends = [{ address = \"10.0.0.1:80\" }, { address = \"10.0.0.2:80\" }]\n";
+        let snap = Snapshot::of_text(text);
+        let table = &snap.services[0].sticky;
+        let ids: Vec<&str> = snap
+            .pool(0, 0)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| &*m.state.id)
+            .collect();
+        let (t0, t1) = (
+            table.token("default", ids[0]),
+            table.token("default", ids[1]),
+        );
+        assert_ne!(t0, t1);
+        assert_eq!(table.lookup(t0), Some((0, 0)));
+        assert_eq!(table.lookup(t1), Some((0, 1)));
+        assert_eq!(table.lookup(t0 ^ 1), None);
+        let written = StickyTable::format(t1);
+        assert_eq!(written.len(), TOKEN_LEN);
+        assert!(!written.contains("10.0.0"));
+        assert_eq!(StickyTable::parse(&written), Some(t1));
+        for bad in [
+            "",
+            "xyz",
+            "0123456789abcdeg",
+            "0123456789abcdef0",
+            "+123456789abcdef",
+        ] {
+            assert_eq!(StickyTable::parse(bad), None, "{bad}");
+        }
+        // Another snapshot of the same config agrees (so do other instances and restarts).
+        let again = Snapshot::of_text(text);
+        assert_eq!(again.services[0].sticky.token("default", ids[1]), t1);
     }
 }
