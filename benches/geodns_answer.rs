@@ -79,6 +79,7 @@ fn answerer() -> Answerer {
         None,
         &RoutingMetrics::detached(),
         &Answers::new(),
+        &meridian_routing::admin::RuntimeSettings::default(),
     ));
     let a = Answerer::new(
         DnsMetrics::register(&prometheus::Registry::new()),

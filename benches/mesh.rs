@@ -42,6 +42,7 @@ fn document(name: &str, view: &meridian_mesh::MeshView) -> NodeState {
             latency_ms: 1.5,
             backends: (0..32)
                 .map(|i| meridian_mesh::BackendReport {
+                    state: None,
                     id: format!("r-{name}/10.0.{}.{}:8080", i / 250, i % 250),
                     usable: true,
                 })

@@ -5,15 +5,13 @@
 //! Values that later checks complain about are wrapped in [`toml::Spanned`] so errors
 //! can point at them. Named tables are never `Spanned` (implicit tables such as
 //! `regions` in `[regions.a]` have no span, which `Spanned` rejects); array elements
-//! always have one. The positions of table keys come from [`KeySpans`], a second,
+//! always have one. The positions of table keys come from `KeySpans` (`keys.rs`), a second,
 //! lenient pass.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Range;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -105,6 +103,8 @@ pub(crate) struct FileConfig {
     pub admin: AdminFile,
     pub mesh: MeshFile,
     pub geodns: GeoDnsFile,
+    pub sticky: Option<StickyFile>,
+    pub services: Option<Entries<ServiceFile>>,
 }
 
 /// `[node]`
@@ -226,6 +226,7 @@ pub(crate) struct AdminFile {
     pub token: Option<S<String>>,
     pub token_file: Option<S<String>>,
     pub hosts: Option<S<Vec<S<String>>>>,
+    pub state_file: Option<S<String>>,
 }
 
 /// `[logging]`
@@ -290,6 +291,50 @@ pub(crate) struct RegionFile {
     pub tls: Option<UpstreamTlsFile>,
     pub instances: Option<S<Vec<S<InstanceFile>>>>,
     pub reach: Option<S<String>>,
+    pub slow_start: Option<S<String>>,
+}
+
+/// `[services.NAME]`: a service, its routes and its pools by region.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct ServiceFile {
+    pub hosts: Option<S<Vec<S<String>>>>,
+    pub paths: Option<S<Vec<S<String>>>>,
+    pub default: Option<S<bool>>,
+    pub balance: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub health_check: Option<HealthCheckFile>,
+    pub tls: Option<UpstreamTlsFile>,
+    pub slow_start: Option<S<String>>,
+    pub sticky: Option<StickyFile>,
+    pub certificates: Option<S<Vec<S<CertificateFile>>>>,
+    pub regions: Option<Entries<PoolFile>>,
+}
+
+/// `[services.NAME.regions.REGION]`: a service's pool in one region.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct PoolFile {
+    pub balance: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub backends: Option<S<Vec<S<BackendFile>>>>,
+    pub health_check: Option<HealthCheckFile>,
+    pub tls: Option<UpstreamTlsFile>,
+    pub slow_start: Option<S<String>>,
+}
+
+/// `[sticky]` and `[services.NAME.sticky]`: sticky sessions by an inserted cookie.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct StickyFile {
+    pub enabled: Option<S<bool>>,
+    pub cookie: Option<S<String>>,
+    pub max_age: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub secure: Option<S<bool>>,
+    pub http_only: Option<S<bool>>,
+    pub same_site: Option<S<String>>,
+    pub draining: Option<S<String>>,
 }
 
 /// One entry of `instances`: a Meridian instance running in the region.
@@ -499,7 +544,10 @@ table_only!(
     MeshTlsFile,
     GeoDnsFile,
     ZoneFile,
-    RecordFile
+    RecordFile,
+    ServiceFile,
+    PoolFile,
+    StickyFile
 );
 
 /// A table with arbitrary keys, in file order.
@@ -529,89 +577,5 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
             }
         }
         deserializer.deserialize_map(EntriesVisitor(PhantomData))
-    }
-}
-
-/// Positions of table keys, from a second pass over a file that already deserialized.
-///
-/// `serde_path_to_error` cannot record a path segment for a `Spanned` key, so the main
-/// pass uses plain string keys and this pass collects their spans.
-#[derive(Debug, Default)]
-pub(crate) struct KeySpans {
-    /// Top-level keys (`node`, `regions`, ...) → span of their first mention.
-    pub top: HashMap<String, Range<usize>>,
-    /// Spans of the region names, in file order.
-    pub regions: Vec<Range<usize>>,
-    /// Spans of the keys of `[steering.countries]`, `[steering.continents]`.
-    pub steering: MapKeySpans,
-    /// Spans of the keys of `[residency.countries]`, `[residency.continents]`.
-    pub residency: MapKeySpans,
-}
-
-/// Key spans of a `countries` / `continents` pair of tables.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct MapKeySpans {
-    pub countries: KeyList,
-    pub continents: KeyList,
-}
-
-/// The spans of a table's keys, in file order.
-#[derive(Debug, Default)]
-pub(crate) struct KeyList(pub Vec<Range<usize>>);
-
-impl<'de> Deserialize<'de> for KeyList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyListVisitor;
-        impl<'de> Visitor<'de> for KeyListVisitor {
-            type Value = KeyList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyList, A::Error> {
-                let mut spans = Vec::new();
-                while let Some((key, IgnoredAny)) = map.next_entry::<S<String>, IgnoredAny>()? {
-                    spans.push(key.span());
-                }
-                Ok(KeyList(spans))
-            }
-        }
-        deserializer.deserialize_map(KeyListVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for KeySpans {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeySpansVisitor;
-        impl<'de> Visitor<'de> for KeySpansVisitor {
-            type Value = KeySpans;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeySpans, A::Error> {
-                let mut spans = KeySpans::default();
-                while let Some(key) = map.next_key::<S<String>>()? {
-                    match key.get_ref().as_str() {
-                        "regions" => spans.regions = map.next_value::<KeyList>()?.0,
-                        "steering" => spans.steering = map.next_value()?,
-                        "residency" => spans.residency = map.next_value()?,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                    let span = key.span();
-                    spans.top.entry(key.into_inner()).or_insert(span);
-                }
-                Ok(spans)
-            }
-        }
-        deserializer.deserialize_map(KeySpansVisitor)
-    }
-}
-
-impl KeySpans {
-    /// Collects key spans from `text`; empty if that fails (positions are a nicety).
-    pub(crate) fn collect(text: &str) -> Self {
-        KeySpans::deserialize(toml::Deserializer::new(text)).unwrap_or_default()
     }
 }

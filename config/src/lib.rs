@@ -28,12 +28,16 @@ mod error;
 mod file;
 mod file_errors;
 pub mod geodns;
+mod keys;
 mod limits;
 mod mesh;
 pub mod model;
+mod pools;
 mod regions;
 mod removal;
 mod routing;
+mod services;
+mod sticky;
 mod tls;
 mod validate;
 

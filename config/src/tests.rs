@@ -86,6 +86,7 @@ fn minimal_file_gets_all_defaults() {
             balance: Balance::P2cPeakEwma,
             health: default_health(),
             tls: None,
+            slow_start: None,
             instances: vec![],
             reach: Reach::Backends,
         }],
@@ -155,6 +156,26 @@ fn minimal_file_gets_all_defaults() {
             fall: 3,
         },
         geodns: GeoDns::default(),
+        services: vec![Service {
+            name: "default".to_owned(),
+            hosts: vec![],
+            paths: vec!["/".to_owned()],
+            default: false,
+            implicit: true,
+            pools: vec![Pool {
+                region: 0,
+                backends: vec![Backend {
+                    address: BackendAddress::Static(addr("127.0.0.1:8080")),
+                    weight: 1,
+                    backup: false,
+                }],
+                balance: Balance::P2cPeakEwma,
+                health: default_health(),
+                tls: None,
+                slow_start: None,
+            }],
+            sticky: None,
+        }],
     };
     assert_eq!(config, expected);
     assert_eq!(config.local_region_index(), 0);

@@ -202,7 +202,7 @@ impl Answerer {
 
     /// Where a client at `loc` is sent (the same decision as a geo-steered answer).
     pub fn choose(state: &State, loc: Option<&Location>) -> Choice {
-        let plan = state.snapshot().plan_anywhere(loc);
+        let plan = state.snapshot().plan_anywhere(0, loc);
         plan.regions
             .iter()
             .map(|&i| usize::from(i))
@@ -466,7 +466,7 @@ impl Answerer {
             }
             Choice::FailOpen => {
                 self.metrics.fail_open.inc();
-                let plan = state.snapshot().plan_anywhere(located.location.as_ref());
+                let plan = state.snapshot().plan_anywhere(0, located.location.as_ref());
                 for r in plan
                     .regions
                     .iter()

@@ -73,10 +73,10 @@ pub struct Health {
 impl Health {
     /// The health of `snap`'s regions, asking `state` about each instance.
     pub fn build(snap: &Snapshot, state: impl Fn(&Instance) -> InstanceState) -> Health {
-        let mut regions = Vec::with_capacity(snap.regions.len());
-        for (pool, region) in snap.regions.iter().zip(&snap.config.regions) {
+        let mut regions = Vec::with_capacity(snap.config.regions.len());
+        for region in &snap.config.regions {
             let mut h = RegionHealth {
-                name: pool.name.clone(),
+                name: region.name.as_str().into(),
                 v4: Addresses::default(),
                 v6: Addresses::default(),
             };

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`, `--version` (and the hidden
+//! The command line: `run`, `check`, `ctl`, `demo`, `--version` (and the hidden
 //! `generate-assets` for packaging).
 
 use std::net::SocketAddr;
@@ -70,6 +70,16 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8053")]
         dns: SocketAddr,
     },
+    /// Drive a running instance through its admin API: drain, maintenance, ready and
+    /// weight for a backend or a service's region, reload, status.
+    Ctl {
+        /// Where the admin API is.
+        #[command(flatten)]
+        connection: crate::ctl::Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ctl::CtlCommand,
+    },
     /// Write the man pages and shell completions into a directory (for packaging).
     #[command(hide = true)]
     GenerateAssets {
@@ -106,14 +116,18 @@ pub fn check(path: &std::path::Path, overrides: &meridian_config::Overrides) -> 
     match meridian_config::load_with(path, overrides) {
         Ok(config) => match build_locator(&config) {
             Ok(locator) => {
-                let backends: usize = config.regions.iter().map(|r| r.backends.len()).sum();
+                let backends = config.backends().count();
+                let services = match config.services.as_slice() {
+                    [one] if one.implicit => String::new(),
+                    all => format!("{} services, ", all.len()),
+                };
                 let db = locator
                     .info()
                     .path
                     .as_ref()
                     .map_or_else(|| "built-in DB-IP".to_string(), |p| p.display().to_string());
                 println!(
-                    "{}: ok: node {} in {}, {} regions, {} backends, {} listeners, geoip {}",
+                    "{}: ok: node {} in {}, {} regions, {services}{} backends, {} listeners, geoip {}",
                     path.display(),
                     config.node.name,
                     config.node.region,
@@ -162,6 +176,16 @@ pub fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("meridian generate-assets {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Ctl {
+            connection,
+            command,
+        } => match crate::ctl::run(&connection, &command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian ctl: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -91,6 +91,7 @@ pub fn snapshot(text: &str) -> Arc<Snapshot> {
         None,
         &RoutingMetrics::detached(),
         &Answers::new(),
+        &meridian_routing::admin::RuntimeSettings::default(),
     ))
 }
 

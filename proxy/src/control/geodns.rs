@@ -32,7 +32,11 @@ pub fn instance_state(
         // Readiness is asked per query by the answerer itself.
         return InstanceState {
             up: !me.is_draining(),
-            usable_backends: snap.regions.get(snap.local).map_or(0, usable_now),
+            usable_backends: snap
+                .pools()
+                .filter(|(_, ri, _)| *ri == snap.local)
+                .map(|(_, _, p)| usable_now(p))
+                .sum(),
         };
     }
     match view.peer(&inst.name) {
@@ -53,7 +57,7 @@ pub fn instance_state(
     }
 }
 
-/// Usable backends of the local region right now (not as of the last measurement tick,
+/// Usable backends of a local pool right now (not as of the last measurement tick,
 /// so a region going down leaves the answers at once).
 fn usable_now(region: &meridian_routing::RegionPool) -> u32 {
     let now = Instant::now();

@@ -21,6 +21,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::instance::{Active, Instance};
 use super::readiness::Condition;
+use meridian_routing::RegionPool;
 
 /// Why the mesh's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -96,19 +97,37 @@ pub fn settings(config: &Config) -> Result<Option<Settings>, MeshTlsError> {
     }))
 }
 
-/// This instance's document: identity, readiness and its own region's backends.
+/// This instance's document: identity, readiness and its own region's backends (every
+/// service's), with what the operator set them to.
 pub fn document(inst: &Instance, active: &Active, digest: &str, view: &MeshView) -> NodeState {
     let snap = &active.routing;
     let now = Instant::now();
-    let local = snap.regions.get(snap.local);
-    let backends: Vec<BackendReport> = local
+    let local: Vec<&RegionPool> = snap
+        .pools()
+        .filter(|(_, ri, _)| *ri == snap.local)
+        .map(|(_, _, p)| p)
+        .collect();
+    let mut backends: Vec<BackendReport> = local
         .iter()
         .flat_map(|r| &r.members)
         .map(|m| BackendReport {
             id: m.state.id.to_string(),
             usable: m.state.usable(now),
+            state: Some(m.state.admin().as_str().to_owned()),
         })
         .collect();
+    backends.sort_by(|a, b| a.id.cmp(&b.id));
+    backends.dedup_by(|a, b| a.id == b.id);
+    let measured: Vec<u32> = local
+        .iter()
+        .map(|r| r.state.measured_us())
+        .filter(|us| *us > 0)
+        .collect();
+    let latency_ms = if measured.is_empty() {
+        0.0
+    } else {
+        measured.iter().map(|us| f64::from(*us)).sum::<f64>() / measured.len() as f64 / 1e3
+    };
     NodeState {
         name: snap.config.node.name.clone(),
         region: snap.config.node.region.clone(),
@@ -119,7 +138,7 @@ pub fn document(inst: &Instance, active: &Active, digest: &str, view: &MeshView)
         region_health: RegionReport {
             usable: backends.iter().filter(|b| b.usable).count() as u32,
             total: backends.len() as u32,
-            latency_ms: local.map_or(0.0, |r| f64::from(r.state.measured_us()) / 1e3),
+            latency_ms,
             backends,
         },
         unreachable: view.unreachable(),
@@ -140,7 +159,7 @@ pub fn can_serve(view: &MeshView, name: &str) -> Option<bool> {
 /// Applies `view` to `active`'s remote regions.
 pub fn apply(view: &MeshView, active: &Active) {
     let snap = &active.routing;
-    for (ri, region) in snap.regions.iter().enumerate() {
+    for (_, ri, region) in snap.pools() {
         if ri == snap.local {
             continue;
         }

@@ -31,6 +31,9 @@ pub enum Refusal {
     /// The proxy ran out of its own resources (file descriptors, ports) connecting upstream
     /// (`503`).
     LocalResources,
+    /// No route matches the request's host and path, and there is no default service
+    /// (`404`).
+    NoRoute,
 }
 
 /// One upstream attempt: the backend it went to and what became of it.
@@ -82,6 +85,9 @@ pub struct Ctx {
     pub refusal: Option<Refusal>,
     /// Another instance relayed the request here: it is served from this region only.
     pub relayed: bool,
+    /// The backend (region, member of the plan's service) its sticky cookie names, if
+    /// the cookie names one of this snapshot's.
+    pub sticky: Option<(u16, u16)>,
 }
 
 impl Ctx {
@@ -103,6 +109,7 @@ impl Ctx {
             last_body_at: None,
             refusal: None,
             relayed: false,
+            sticky: None,
         }
     }
 

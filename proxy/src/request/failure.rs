@@ -129,6 +129,7 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
             "408 Request Timeout: the request body stopped arriving\n".to_string(),
             None,
         ),
+        (_, Some(Refusal::NoRoute)) => (no_route_body(session.req_header()), None),
         (503, None) if ctx.no_backend => (NO_BACKEND_BODY.to_string(), Some(retry)),
         (502, None) => ("502 Bad Gateway: the upstream failed\n".to_string(), None),
         (504, None) => (
@@ -161,6 +162,34 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
     if !session.as_mut().is_body_done() {
         let _ = tokio::time::timeout(LINGER, session.as_mut().drain_request_body()).await;
     }
+}
+
+/// The body of a `404` for a request no route matches: its host and path, as far as they
+/// are printable (and not too long).
+fn no_route_body(req: &pingora::http::RequestHeader) -> String {
+    let shown = |s: &str| -> String {
+        let clean: String = s
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(200)
+            .collect();
+        if clean.is_empty() {
+            "(none)".to_string()
+        } else {
+            clean
+        }
+    };
+    let host = req.uri.host().map(str::to_string).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    format!(
+        "404 Not Found: no service is routed for host {} and path {}\n",
+        shown(host.as_deref().unwrap_or("")),
+        shown(req.uri.path())
+    )
 }
 
 /// How long an error answer waits for the rest of a request body before closing.

@@ -22,6 +22,8 @@ pub struct RequestMetrics {
     /// Requests whose client stopped sending the body (`408`): not counted against any
     /// backend.
     pub client_stalls: IntCounter,
+    /// Requests no route matched (`404`).
+    pub unrouted: IntCounter,
 }
 
 impl RequestMetrics {
@@ -54,6 +56,11 @@ impl RequestMetrics {
                 registry,
                 "meridian_client_stalls_total",
                 "Requests whose client stopped sending the request body (answered 408), not blamed on the backend",
+            ),
+            unrouted: counter(
+                registry,
+                "meridian_unrouted_requests_total",
+                "Requests no route matched and no default service took (answered 404)",
             ),
         }
     }

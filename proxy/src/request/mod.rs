@@ -1,7 +1,7 @@
 //! The request path: the pingora `ProxyHttp` service hook by hook ([`service`]), whether a
 //! request may go on at all ([`admission`]), who the client is ([`client`]), the per-request state ([`ctx`]), the upstream peer and its TLS
 //! ([`upstream`]), the forwarding headers ([`forwarding`]), relaying through another region's
-//! instances ([`relay`]), failures and retries ([`failure`]) and the end-of-request accounting ([`log`]).
+//! instances ([`relay`]), sticky sessions ([`sticky`]), failures and retries ([`failure`]) and the end-of-request accounting ([`log`]).
 
 pub mod admission;
 pub mod client;
@@ -12,4 +12,5 @@ pub mod log;
 pub mod metrics;
 pub mod relay;
 pub mod service;
+pub mod sticky;
 pub mod upstream;

@@ -1,4 +1,4 @@
-//! Upstream TLS: a region's TLS settings in the form pingora's `HttpPeer` wants (per-peer
+//! Upstream TLS: a pool's TLS settings in the form pingora's `HttpPeer` wants (per-peer
 //! CA, client `CertKey`), plus a rustls `ClientConfig` with the same trust for the health
 //! prober, built once per snapshot and reused across snapshots while the region's settings
 //! do not change. Kept in a side table beside the pingora-free routing snapshot.
@@ -15,11 +15,11 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// A region's upstream TLS state that could not be built.
+/// A pool's upstream TLS state that could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("regions.{region}.tls: {message}")]
+#[error("{region}.tls: {message}")]
 pub struct TlsError {
-    /// The region.
+    /// Where the pool is configured (`regions.NAME`, or `services.NAME.regions.REGION`).
     pub region: String,
     /// What went wrong.
     pub message: String,
@@ -29,44 +29,68 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Per-region upstream TLS of one snapshot generation, by region index (`None`: plain).
+/// Per-pool upstream TLS of one snapshot generation, by service and region index (`None`:
+/// plain).
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    tls: Vec<Option<Arc<UpstreamPeerTls>>>,
+    tls: Vec<Vec<Option<Arc<UpstreamPeerTls>>>>,
 }
 
 impl Upstreams {
-    /// Builds the table for `config`, reusing `previous`' state of a region whose TLS
-    /// settings did not change.
+    /// Builds the table for `config`, reusing `previous`' state for TLS settings that did
+    /// not change.
     pub fn build(config: &Config, previous: Option<&Upstreams>) -> Result<Upstreams, TlsError> {
-        let mut tls = Vec::with_capacity(config.regions.len());
-        for r in &config.regions {
-            let old = previous.and_then(|p| p.tls.iter().flatten().find(|t| t.region == r.name));
-            tls.push(match (&r.tls, old) {
-                (None, _) => None,
-                (Some(want), Some(old)) if old.settings == *want => Some(old.clone()),
-                (Some(want), _) => Some(Arc::new(UpstreamPeerTls::build(&r.name, want)?)),
-            });
+        let mut tls = Vec::with_capacity(config.services.len());
+        for s in &config.services {
+            let mut by_region = vec![None; config.regions.len()];
+            for p in &s.pools {
+                let Some(want) = &p.tls else { continue };
+                let at = match (s.implicit, config.regions.get(p.region)) {
+                    (true, Some(r)) => format!("regions.{}", r.name),
+                    (false, Some(r)) => format!("services.{}.regions.{}", s.name, r.name),
+                    (_, None) => continue,
+                };
+                let old = previous.and_then(|p| {
+                    p.tls
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .find(|t| t.settings == *want)
+                });
+                let built = match old {
+                    Some(old) => old.clone(),
+                    None => Arc::new(UpstreamPeerTls::build(&at, want)?),
+                };
+                if let Some(slot) = by_region.get_mut(p.region) {
+                    *slot = Some(built);
+                }
+            }
+            tls.push(by_region);
         }
         Ok(Upstreams { tls })
     }
 
-    /// Region `i`'s TLS (`None`: plain HTTP).
-    pub fn tls(&self, i: usize) -> Option<&Arc<UpstreamPeerTls>> {
-        self.tls.get(i).and_then(Option::as_ref)
+    /// The TLS of service `service`'s pool in region `region` (`None`: plain HTTP).
+    pub fn tls(&self, service: usize, region: usize) -> Option<&Arc<UpstreamPeerTls>> {
+        self.tls.get(service)?.get(region).and_then(Option::as_ref)
     }
 
-    /// The pingora peer for backend `backend` of region `region`: plain or TLS as the region
-    /// says (SNI, verification, CA, client certificate, pool key), with the timeouts. A
-    /// relay (another instance's proxy listener) is spoken to in plain HTTP.
+    /// The pingora peer for backend `backend` of service `service`'s pool in region
+    /// `region`: plain or TLS as the pool says (SNI, verification, CA, client certificate,
+    /// pool key), with the timeouts. A relay (another instance's proxy listener) is spoken
+    /// to in plain HTTP.
     pub fn peer(
         &self,
-        region: usize,
+        (service, region): (usize, usize),
         backend: &BackendState,
         t: &Timeouts,
         relay: bool,
     ) -> HttpPeer {
-        let tls = if relay { None } else { self.tls(region) };
+        let tls = if relay {
+            None
+        } else {
+            self.tls(service, region)
+        };
         let mut peer = match tls {
             None => HttpPeer::new(backend.addr, false, String::new()),
             Some(tls) => {
@@ -88,9 +112,9 @@ impl Upstreams {
     }
 }
 
-/// A region's upstream TLS, ready for `HttpPeer` and for the prober.
+/// A pool's upstream TLS, ready for `HttpPeer` and for the prober.
 pub struct UpstreamPeerTls {
-    /// The region it belongs to.
+    /// Where it is configured (`regions.NAME` or `services.NAME.regions.REGION`).
     pub region: String,
     /// The settings this was built from (to reuse it across snapshots).
     pub settings: UpstreamTls,
@@ -123,7 +147,8 @@ fn wrap(der: &CertificateDer<'_>) -> WrappedX509 {
 }
 
 impl UpstreamPeerTls {
-    /// Builds a region's upstream TLS state (validation already parsed every file).
+    /// Builds a pool's upstream TLS state (validation already parsed every file); `region`
+    /// says where it is configured, for messages.
     pub fn build(region: &str, settings: &UpstreamTls) -> Result<UpstreamPeerTls, TlsError> {
         let err = |message: String| TlsError {
             region: region.to_string(),
@@ -132,7 +157,7 @@ impl UpstreamPeerTls {
         if settings.insecure_skip_verify {
             tracing::warn!(
                 region,
-                "regions.{region}.tls.insecure_skip_verify = true: backend certificates are NOT verified"
+                "{region}.tls.insecure_skip_verify = true: backend certificates are NOT verified"
             );
         }
         let mut roots = RootCertStore::empty();
@@ -144,7 +169,7 @@ impl UpstreamPeerTls {
             if roots.is_empty() && !settings.insecure_skip_verify {
                 tracing::warn!(
                     region,
-                    "no system CA certificates found: TLS to this region's backends will fail verification; set regions.{region}.tls.ca_file"
+                    "no system CA certificates found: TLS to these backends will fail verification; set {region}.tls.ca_file"
                 );
             }
         } else {

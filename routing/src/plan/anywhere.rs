@@ -36,10 +36,12 @@ pub fn plan_anywhere(
     };
     let rank_it = snap.config.steering.policy != SteeringPolicy::Failover;
     let measured = |i: usize| {
-        let state = &snap.regions[i].state;
-        match state.reported_latency() {
+        let Some(pool) = snap.pool(i) else {
+            return 0;
+        };
+        match pool.state.reported_latency() {
             Some(us) if i != local => us,
-            _ => state.measured_us(),
+            _ => pool.state.measured_us(),
         }
     };
     if let Some(pre) = table.get(loc) {
@@ -58,10 +60,8 @@ pub fn plan_anywhere(
             view,
             &mut plan.regions,
             |i| {
-                micros(distance_rtt_us(
-                    view,
-                    great_circle_km(from, snap.regions[i].coords),
-                ))
+                let at = snap.coords.get(i).copied().unwrap_or(from);
+                micros(distance_rtt_us(view, great_circle_km(from, at)))
             },
             measured,
         ),

@@ -38,9 +38,9 @@ impl CountryTable {
     /// Precomputes every country of the built-in centroid table for the regions in `snap`.
     pub fn build(snap: View<'_>) -> CountryTable {
         let rtts = |from: Coordinates| -> Vec<u32> {
-            snap.regions
+            snap.coords
                 .iter()
-                .map(|r| micros(distance_rtt_us(snap, great_circle_km(from, r.coords))))
+                .map(|c| micros(distance_rtt_us(snap, great_circle_km(from, *c))))
                 .collect()
         };
         let mut countries: Vec<Option<Precomputed>> = (0..26 * 26).map(|_| None).collect();

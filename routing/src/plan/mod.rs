@@ -30,7 +30,8 @@ pub use rank::rank;
 pub use steer::steer;
 pub use view::{distance_rtt_us, Plan, RegionList, View, INLINE_REGIONS};
 
-/// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown).
+/// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown),
+/// over one service's pools (`snap`); the plan's `service` is left for the caller to set.
 pub fn plan(snap: View<'_>, table: &CountryTable, loc: Option<&Location>) -> Plan {
     let rank_it = snap.config.steering.policy != SteeringPolicy::Failover;
     if let Some(pre) = table.get(loc) {
@@ -40,7 +41,7 @@ pub fn plan(snap: View<'_>, table: &CountryTable, loc: Option<&Location>) -> Pla
                 snap,
                 &mut plan.regions,
                 |i| pre.rtt_us[i],
-                |i| snap.regions[i].state.measured_us(),
+                |i| snap.pool(i).map_or(0, |r| r.state.measured_us()),
             );
         }
         return plan;

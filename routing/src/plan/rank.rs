@@ -21,12 +21,10 @@ pub fn rank(snap: View<'_>, client: Option<Coordinates>, list: &mut RegionList) 
         snap,
         list,
         |i| {
-            micros(distance_rtt_us(
-                snap,
-                great_circle_km(from, snap.regions[i].coords),
-            ))
+            let at = snap.coords.get(i).copied().unwrap_or(from);
+            micros(distance_rtt_us(snap, great_circle_km(from, at)))
         },
-        |i| snap.regions[i].state.measured_us(),
+        |i| snap.pool(i).map_or(0, |r| r.state.measured_us()),
     );
 }
 
@@ -54,12 +52,12 @@ pub(crate) fn rank_with(
         return;
     }
     let score = |i: u16| {
-        let r = &snap.regions[usize::from(i)];
+        let r = snap.pool(usize::from(i));
         let measured = u64::from(measured_us(usize::from(i)));
         Scored {
             cost: u64::from(rtt_us(usize::from(i))) + measured,
             measured,
-            usable: r.state.usable() > 0,
+            usable: r.is_some_and(|r| r.state.usable() > 0),
             region: i,
         }
     };

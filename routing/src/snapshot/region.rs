@@ -1,5 +1,6 @@
-//! A region in a snapshot: its pool (members, balancer, health-check settings) and its live
-//! state (measured latency, usable count, tier in use), carried across reloads by name.
+//! A service's pool in a region, in a snapshot: its members, balancer and health-check
+//! settings, and its live state (measured latency, usable count, tier in use), carried
+//! across reloads by `service/region`.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::selection::{Balancer, Member};
 /// [`RegionState::publish_measurement`]).
 pub const MEASUREMENT_DWELL: Duration = Duration::from_secs(1);
 
-/// Live per-region state, carried across reloads by region name.
+/// Live per-pool state, carried across reloads by `service/region`.
 #[derive(Debug)]
 pub struct RegionState {
     /// Pre-resolved metric handles.
@@ -159,11 +160,15 @@ impl RegionState {
     }
 }
 
-/// One region's pool in a snapshot.
+/// One service's pool in one region, in a snapshot.
 #[derive(Debug)]
 pub struct RegionPool {
     /// The region's name.
     pub name: Arc<str>,
+    /// The service's name.
+    pub service: Arc<str>,
+    /// `service/region`: the key of its live state and of pool-wide runtime settings.
+    pub key: Arc<str>,
     /// Its coordinates.
     pub coords: Coordinates,
     /// Its backends.
@@ -177,6 +182,8 @@ pub struct RegionPool {
     /// Whether the members are the region's Meridian instances (requests are relayed
     /// through them; the mesh, not probes, says whether they are usable).
     pub relay: bool,
+    /// The slow-start window in milliseconds (0: none).
+    pub slow_start_ms: u32,
 }
 
 #[cfg(test)]
@@ -184,7 +191,7 @@ mod tests {
     use super::*;
 
     fn state() -> RegionState {
-        RegionState::new(crate::metrics::RoutingMetrics::detached().region("r"))
+        RegionState::new(crate::metrics::RoutingMetrics::detached().region("r", "s"))
     }
 
     #[tokio::test(start_paused = true)]
