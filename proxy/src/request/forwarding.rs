@@ -389,7 +389,8 @@ mod tests {
             #[test]
             fn fuzz_ipv4_formatting(bits in any::<u32>()) {
                 let ip = IpAddr::V4(std::net::Ipv4Addr::from(bits));
-                prop_assert_eq!(address_value(ip).unwrap(), ip.to_string().as_str());
+                let text = ip.to_string();
+                prop_assert_eq!(address_value(ip).unwrap(), text.as_str());
             }
 
             /// Any incoming forwarding headers: no panic, and from an untrusted peer the
