@@ -175,7 +175,30 @@ impl ConnectionNominations {
     }
 }
 
+/// Whether any of the request's header names is one of `names` (lower case). A scan of the
+/// (few) headers a request has is much cheaper than a removal per name: each `remove_header`
+/// parses and hashes the name and looks it up in both of the request's header maps.
+fn has_any_header(req: &RequestHeader, names: &[&str]) -> bool {
+    req.headers.keys().any(|k| names.contains(&k.as_str()))
+}
+
+const STANDARD_HOP_BY_HOP: [&str; 10] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    HTTP2_SETTINGS,
+];
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !has_any_header(req, &STANDARD_HOP_BY_HOP) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -360,9 +383,11 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_any_header(req, &["connection", "upgrade", HTTP2_SETTINGS]) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
@@ -546,6 +571,32 @@ impl PipeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_hop_by_hop_names_are_the_removed_ones() {
+        let names = [
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::UPGRADE,
+        ];
+        for name in names {
+            assert!(STANDARD_HOP_BY_HOP.contains(&name.as_str()), "{name}");
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("Host", "a").unwrap();
+            req.insert_header(name.clone(), "x").unwrap();
+            assert!(has_any_header(&req, &STANDARD_HOP_BY_HOP));
+            strip_standard_hop_by_hop_headers(&mut req);
+            assert!(req.headers.get(&name).is_none(), "{name} stripped");
+            assert!(req.headers.get("host").is_some());
+        }
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Host", "a").unwrap();
+        assert!(!has_any_header(&req, &STANDARD_HOP_BY_HOP));
+    }
 
     fn request_with_headers(headers: &[(&str, &str)]) -> RequestHeader {
         let mut request = RequestHeader::build("GET", b"/", Some(headers.len())).unwrap();

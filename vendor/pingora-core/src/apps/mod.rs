@@ -167,6 +167,117 @@ async fn sniff_h2c(
     }
 }
 
+/// What [`wait_for_next_request`] saw on an idle keep-alive connection.
+enum NextRequest {
+    /// The first bytes of the next request.
+    Bytes(BytesMut),
+    /// The stream cannot be waited on this way: let the session read it.
+    ReadAsUsual,
+    /// The client closed, an error, the keep-alive timeout, or the server is shutting down.
+    Closed,
+}
+
+/// With `restore` `None`: frees the L4 buffers of an idle plain stream, returning their
+/// sizes; with `Some(sizes)`: gives them back. Other streams are left alone.
+fn idle_buffers(
+    stream: Stream,
+    restore: Option<crate::protocols::l4::stream::L4BufferSettings>,
+) -> (
+    Stream,
+    Option<crate::protocols::l4::stream::L4BufferSettings>,
+) {
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    if !stream.as_any().is::<L4Stream>() {
+        return (stream, None);
+    }
+    let mut l4 = stream
+        .into_any()
+        .downcast::<L4Stream>()
+        .expect("the type was just checked");
+    let released = match restore {
+        None => l4.release_idle_buffers(),
+        Some(buffers) => {
+            l4.restore_buffers(buffers);
+            None
+        }
+    };
+    (l4, released)
+}
+
+/// Waits for the next request on a kept-alive HTTP/1 connection without a session, request
+/// future or header buffer: an idle connection holds only its stream and this small state.
+/// The bytes that arrive are read into a buffer of their size, which the next session
+/// parses first (as a pipelined prefix). The keep-alive timeout and shutdown close the
+/// connection as the session's own header read would.
+async fn wait_for_next_request(
+    stream: &Stream,
+    settings: &Option<HttpPersistentSettings>,
+    shutdown: &ShutdownWatch,
+) -> NextRequest {
+    let Some(settings) = settings else {
+        return NextRequest::ReadAsUsual;
+    };
+    let Some(keepalive) = settings.keepalive_timeout else {
+        return NextRequest::ReadAsUsual;
+    };
+    if settings
+        .pipelined_prefix
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return NextRequest::ReadAsUsual;
+    }
+    let Some(l4) = stream
+        .as_any()
+        .downcast_ref::<crate::protocols::l4::stream::Stream>()
+    else {
+        return NextRequest::ReadAsUsual;
+    };
+    let read = async {
+        loop {
+            match l4.wait_readable().await {
+                None => return NextRequest::ReadAsUsual,
+                Some(Err(_)) => return NextRequest::Closed,
+                Some(Ok(())) => {}
+            }
+            // On the stack of this poll only, not in the future: nothing is held while idle.
+            let mut buf = [0u8; 2048];
+            match l4.try_read_ready(&mut buf) {
+                Ok(0) => return NextRequest::Closed,
+                Ok(n) => return NextRequest::Bytes(BytesMut::from(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return NextRequest::Closed,
+            }
+        }
+    };
+    let mut shutdown = shutdown.clone();
+    let shutting_down = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                // the server is gone: nothing will tell us about a shutdown any more
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let wait = async {
+        tokio::select! {
+            biased;
+            next = read => next,
+            _ = shutting_down => NextRequest::Closed,
+        }
+    };
+    if keepalive == 0 {
+        return wait.await;
+    }
+    match pingora_timeout::timeout(Duration::from_secs(keepalive), wait).await {
+        Ok(next) => next,
+        Err(_) => {
+            debug!("keepalive timeout {keepalive}s reached");
+            NextRequest::Closed
+        }
+    }
+}
+
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
 ///
 /// In addition to framework-managed keepalive parameters, this struct can carry an optional
@@ -333,6 +444,69 @@ pub trait HttpServerApp {
     }
 }
 
+/// Serves an HTTP/2 connection. Its own (boxed) future, so that the state of an HTTP/1
+/// connection (held for as long as the connection is open, idle ones included) does not
+/// carry the HTTP/2 handshake and accept loop.
+async fn serve_h2<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    // create a shared connection digest
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        // TODO: log h2 handshake time
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+
+    let h2_options = app.h2_options();
+    let handshake = server::handshake(stream, h2_options);
+    let handshake = match app.server_options().and_then(|o| o.first_byte_timeout) {
+        Some(d) => match pingora_timeout::timeout(d, handshake).await {
+            Ok(r) => r,
+            Err(_) => {
+                debug!("H2 handshake not done within {d:?}: closing");
+                return;
+            }
+        },
+        None => handshake.await,
+    };
+    let h2_conn = match handshake {
+        Err(e) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Ok(c) => c,
+    };
+
+    // The accept-loop body — including the graceful-shutdown state
+    // machine — lives in `server::accept_downstream_sessions` so that
+    // the same code path is exercised by tests in `protocols::http::v2`.
+    let app = app.clone();
+    let shutdown_for_session = shutdown.clone();
+    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    server::accept_downstream_sessions(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -360,60 +534,7 @@ where
             h2c = sniff_h2c(&mut stream, first_byte, shutdown).await?;
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
-
-            let h2_options = self.h2_options();
-            let handshake = server::handshake(stream, h2_options);
-            let handshake = match self.server_options().and_then(|o| o.first_byte_timeout) {
-                Some(d) => match pingora_timeout::timeout(d, handshake).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        debug!("H2 handshake not done within {d:?}: closing");
-                        return None;
-                    }
-                },
-                None => handshake.await,
-            };
-            let h2_conn = match handshake {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
-
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
-            .await;
+            Box::pin(serve_h2(self, stream, shutdown)).await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
@@ -439,9 +560,23 @@ where
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Wait for the next request here, in this small state, rather than inside a
+                // new session's (much larger) request future with its header buffer; the
+                // stream's own L4 buffers are freed meanwhile.
+                let (stream, buffers) = idle_buffers(stream, None);
+                let next = wait_for_next_request(&stream, &persistent_settings, shutdown).await;
+                let (stream, _) = idle_buffers(stream, buffers);
+                let first_bytes = match next {
+                    NextRequest::Bytes(bytes) => Some(bytes),
+                    NextRequest::ReadAsUsual => None,
+                    NextRequest::Closed => return None,
+                };
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
+                }
+                if let Some(bytes) = first_bytes {
+                    session.set_pipelined_prefix(bytes);
                 }
                 if let Some(o) = self.server_options() {
                     o.apply_header_limits(&mut session);
@@ -462,6 +597,70 @@ where
 mod tests {
     use super::*;
     use tokio_test::io::Builder;
+
+    /// A connected pair: the server side as a pingora stream, and the client socket.
+    async fn tcp_pair() -> (Stream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let server: crate::protocols::l4::stream::Stream = server.into();
+        (Box::new(server), client)
+    }
+
+    fn kept_alive(seconds: u64) -> Option<HttpPersistentSettings> {
+        let mut session = ServerSession::new_http1(Box::new(Builder::new().build()));
+        session.set_keepalive(Some(seconds));
+        Some(HttpPersistentSettings::for_session(&session))
+    }
+
+    #[tokio::test]
+    async fn idle_keepalive_wait_is_small_and_reads_the_next_request() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = tcp_pair().await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let settings = kept_alive(60);
+        let wait = wait_for_next_request(&server, &settings, &shutdown);
+        // What an idle keep-alive connection holds while it waits (besides its stream): no
+        // request future, no header buffer.
+        assert!(
+            std::mem::size_of_val(&wait) < 1024,
+            "{}",
+            std::mem::size_of_val(&wait)
+        );
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        match wait.await {
+            NextRequest::Bytes(b) => assert_eq!(&b[..], b"GET / HTTP/1.1\r\n"),
+            _ => panic!("expected the request's first bytes"),
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_keepalive_wait_ends_on_close_timeout_and_shutdown() {
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        // the client closes
+        let (server, client) = tcp_pair().await;
+        drop(client);
+        let next = wait_for_next_request(&server, &kept_alive(60), &shutdown).await;
+        assert!(matches!(next, NextRequest::Closed));
+        // the keep-alive timeout
+        let (server, _client) = tcp_pair().await;
+        let started = std::time::Instant::now();
+        let next = wait_for_next_request(&server, &kept_alive(1), &shutdown).await;
+        assert!(matches!(next, NextRequest::Closed));
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        // shutdown
+        let (server, _client) = tcp_pair().await;
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        let settings = kept_alive(60);
+        let wait = wait_for_next_request(&server, &settings, &shutdown);
+        tx.send(true).unwrap();
+        assert!(matches!(wait.await, NextRequest::Closed));
+        // no keep-alive settings (a first request): the session reads as usual
+        let (server, _client) = tcp_pair().await;
+        let next = wait_for_next_request(&server, &None, &shutdown).await;
+        assert!(matches!(next, NextRequest::ReadAsUsual));
+    }
 
     #[test]
     fn test_persistent_settings_user_context_roundtrip() {

@@ -360,7 +360,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: a new connection's state (connect, TLS handshake) is large and rarely
+            // needed; inline, it would be in every request's future, reused connection or not.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }

@@ -540,6 +540,8 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
+    /// The sizes of the L4 buffers (see [`Self::release_idle_buffers`]).
+    buffers: L4BufferSettings,
 }
 
 impl Stream {
@@ -623,10 +625,73 @@ impl Stream {
         }
     }
 
+    /// Waits until the peer sent something (or closed), without reading it or holding a
+    /// buffer: `Some(Ok(()))` then, `Some(Err(_))` on an error. `None` when this stream
+    /// cannot wait that way (bytes already buffered in the stream, or a virtual socket):
+    /// read it as usual. Follow with [`Self::try_read_ready`]; readiness can be spurious.
+    ///
+    /// Used to wait for the next request of an idle keep-alive connection in a small state.
+    pub async fn wait_readable(&self) -> Option<io::Result<()>> {
+        if !self.rewind_read_buf.is_empty() {
+            return None;
+        }
+        let stream = self.stream();
+        if let BufferedStream::BufferedRead(reader) = stream {
+            if !reader.buffer().is_empty() {
+                return None;
+            }
+        }
+        match &stream.get_ref().stream {
+            RawStream::Tcp(s) => Some(s.readable().await),
+            #[cfg(unix)]
+            RawStream::Unix(s) => Some(s.readable().await),
+            RawStream::Virtual(_) => None,
+        }
+    }
+
+    /// Frees the L4 read and write buffers of an idle stream (both empty), so that it holds
+    /// no buffer while it waits; returns their sizes for [`Self::restore_buffers`]. `None`
+    /// when there are none or one holds data.
+    pub fn release_idle_buffers(&mut self) -> Option<L4BufferSettings> {
+        let buffers = self.buffers;
+        if buffers.read_capacity() == 0 && buffers.write_capacity() == 0 {
+            return None;
+        }
+        let stream = self.stream();
+        if !stream.writer().buffer().is_empty() {
+            return None;
+        }
+        if let BufferedStream::BufferedRead(reader) = stream {
+            if !reader.buffer().is_empty() {
+                return None;
+            }
+        }
+        self.set_buffer(L4BufferSettings::unbuffered());
+        Some(buffers)
+    }
+
+    /// Gives back the buffers [`Self::release_idle_buffers`] freed.
+    pub fn restore_buffers(&mut self, buffers: L4BufferSettings) {
+        self.set_buffer(buffers);
+    }
+
+    /// Reads what the peer sent without waiting, after [`Self::wait_readable`]: `Ok(0)` when
+    /// the peer closed, `Err` of kind `WouldBlock` when nothing is there (the readiness was
+    /// spurious and is now cleared: wait again).
+    pub fn try_read_ready(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.try_read(buf),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.try_read(buf),
+            RawStream::Virtual(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
+        self.buffers = buffer;
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
         let stream = mem::take(&mut self.stream);
@@ -660,6 +725,7 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            buffers: L4BufferSettings::unbuffered(),
         }
     }
 }
@@ -683,6 +749,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            buffers: L4BufferSettings::unbuffered(),
         }
     }
 }
@@ -707,6 +774,7 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            buffers: L4BufferSettings::unbuffered(),
         }
     }
 }

@@ -174,7 +174,12 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_sized(buf_to_rewind, self.body_buf_size);
+    }
+
+    /// Like [`Self::prepare_buf`], with room for `size` bytes (at least the rewound ones).
+    fn prepare_buf_sized(&mut self, buf_to_rewind: &[u8], size: usize) {
+        let mut body_buf = BytesMut::with_capacity(size.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -246,7 +251,10 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                // A body of known length needs no more room than its length: a small response
+                // (the common case) does not allocate, fill and free a 64 KiB buffer. A read
+                // that needs more room grows the buffer (`prepare_buf_for_io`).
+                self.prepare_buf_sized(buf_to_rewind, cl.min(self.body_buf_size));
                 self.body_state = PS::Partial(0, cl);
             }
         }
@@ -2059,6 +2067,26 @@ mod tests {
         let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&second), b"bc");
         assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+    }
+
+    #[tokio::test]
+    async fn small_content_length_body_is_buffered_at_its_size() {
+        // An upstream response whose 64-byte body came with its header: no 64 KiB buffer.
+        let body = [b'x'; 64];
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(64, &body);
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() < 1024);
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), &body[..]);
+        assert_eq!(body_reader.body_state, ParseState::Complete(64));
+        // A body larger than the buffer limit is still read in 64 KiB steps.
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(1 << 20, b"");
+        assert_eq!(
+            body_reader.body_buf.as_ref().unwrap().capacity(),
+            BODY_BUFFER_SIZE
+        );
     }
 
     #[tokio::test]
