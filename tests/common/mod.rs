@@ -224,14 +224,15 @@ impl Meridian {
             .stderr(log);
         if upgrade {
             cmd.arg("--upgrade");
+            let child = cmd.spawn().expect("spawn meridian");
+            return self.child.replace(child);
         }
-        let child = cmd.spawn().expect("spawn meridian");
-        let mut old = self.child.replace(child)?;
-        if upgrade {
-            return Some(old);
+        // A restart: the old process lets go of its listeners before the new one binds.
+        if let Some(mut old) = self.child.take() {
+            let _ = old.kill();
+            let _ = old.wait();
         }
-        let _ = old.kill();
-        let _ = old.wait();
+        self.child = Some(cmd.spawn().expect("spawn meridian"));
         None
     }
 

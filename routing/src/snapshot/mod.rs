@@ -200,8 +200,7 @@ impl Snapshot {
             built_at: SystemTime::now(),
         };
         // Services that run in the same regions steer alike: one table for each set.
-        let mut tables: HashMap<Vec<bool>, (Arc<CountryTable>, Arc<CountryTable>)> =
-            HashMap::new();
+        let mut tables: HashMap<Vec<bool>, (Arc<CountryTable>, Arc<CountryTable>)> = HashMap::new();
         for i in 0..snap.services.len() {
             let present: Vec<bool> = snap.services[i]
                 .regions
