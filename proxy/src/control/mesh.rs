@@ -23,6 +23,9 @@ use super::instance::{Active, Instance};
 use super::readiness::Condition;
 use meridian_routing::RegionPool;
 
+/// How often this instance's document is refreshed before it first says "ready".
+const STARTUP_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Why the mesh's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("mesh.tls: {0}")]
@@ -278,9 +281,14 @@ impl BackgroundService for MeshService {
         let mut digest = (active.routing.generation, config.digest());
         let mut current = initial;
         let mut tick = tokio::time::interval(current.interval);
+        // Until a document saying "ready" is out, it is refreshed every STARTUP_TICK, so
+        // peers polling this instance see it ready within a poll of it becoming ready
+        // (not an interval later).
+        let mut published_ready = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = tokio::time::sleep(STARTUP_TICK), if !published_ready => {}
                 r = changes.changed() => {
                     if r.is_err() { break; }
                     let active = self.inst.active();
@@ -308,8 +316,9 @@ impl BackgroundService for MeshService {
             {
                 polled();
             }
-            self.mesh
-                .publish(&document(&self.inst, &active, &digest.1, &view));
+            let doc = document(&self.inst, &active, &digest.1, &view);
+            published_ready = doc.ready;
+            self.mesh.publish(&doc);
         }
         let _ = stop_tx.send(true);
     }
