@@ -313,7 +313,12 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            pipe_up_to_down_response(client_session, tx, pipe_state)
+            pipe_up_to_down_response(
+                client_session,
+                tx,
+                pipe_state,
+                peer.options.stream_read_timeout
+            )
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -1115,11 +1120,16 @@ pub(crate) async fn pipe_up_to_down_response(
     client: &mut Http2Session,
     tx: mpsc::Sender<HttpTask>,
     pipe_state: Arc<AtomicU8>,
+    stream_read_timeout: Option<Duration>,
 ) -> Result<()> {
     client
         .read_response_header()
         .await
         .map_err(|e| e.into_up())?; // should we send the error as an HttpTask?
+    // The header is in: the body (a long-lived stream, maybe) is read with the stream timeout.
+    if let Some(t) = stream_read_timeout {
+        client.read_timeout = Some(t);
+    }
 
     let resp_header = Box::new(client.response_header().expect("just read").clone());
 
