@@ -104,6 +104,7 @@ pub(crate) struct FileConfig {
     pub limits: LimitsFile,
     pub admin: AdminFile,
     pub mesh: MeshFile,
+    pub upstream: UpstreamFile,
 }
 
 /// `[node]`
@@ -170,6 +171,7 @@ pub(crate) struct TimeoutsFile {
     pub request_header: Option<S<String>>,
     pub client_write: Option<S<String>>,
     pub h2_idle: Option<S<String>>,
+    pub tunnel: Option<S<String>>,
     pub shutdown_grace: Option<S<String>>,
 }
 
@@ -248,6 +250,16 @@ pub(crate) struct HealthCheckFile {
     pub timeout: Option<S<String>>,
     pub rise: Option<S<i64>>,
     pub fall: Option<S<i64>>,
+    pub grpc_service: Option<S<String>>,
+}
+
+/// `[upstream]` and `[regions.X.upstream]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct UpstreamFile {
+    pub protocol: Option<S<String>>,
+    pub h2_max_streams: Option<S<i64>>,
+    pub h2_ping_interval: Option<S<String>>,
 }
 
 /// `expect_status`: a string such as `"200-399"`, or a bare integer such as `200`.
@@ -287,6 +299,7 @@ pub(crate) struct RegionFile {
     pub backends: Option<S<Vec<S<BackendFile>>>>,
     pub health_check: Option<HealthCheckFile>,
     pub tls: Option<UpstreamTlsFile>,
+    pub upstream: Option<UpstreamFile>,
     pub instances: Option<S<Vec<S<InstanceFile>>>>,
     pub reach: Option<S<String>>,
 }
@@ -420,6 +433,8 @@ pub(crate) struct RetryFile {
     pub retry_after: Option<S<String>>,
     pub budget_percent: Option<S<i64>>,
     pub min_per_second: Option<S<i64>>,
+    pub grpc_on: Option<S<Vec<S<String>>>>,
+    pub grpc_idempotent: Option<S<Vec<S<String>>>>,
 }
 
 /// `[reload]`
@@ -456,7 +471,8 @@ table_only!(
     AdminFile,
     InstanceFile,
     MeshFile,
-    MeshTlsFile
+    MeshTlsFile,
+    UpstreamFile
 );
 
 /// A table with arbitrary keys, in file order.

@@ -27,6 +27,7 @@ mod context;
 mod error;
 mod file;
 mod file_errors;
+mod layer;
 mod limits;
 mod mesh;
 pub mod model;
@@ -34,6 +35,7 @@ mod regions;
 mod removal;
 mod routing;
 mod tls;
+mod upstream;
 mod validate;
 
 use std::path::Path;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::checks::{self, Problem};
 use crate::context::Cx;
 use crate::file::{FileConfig, HealthCheckFile, RegionFile, S};
+use crate::layer::{setting, Setting};
 use crate::model::{Backend, BackendAddress, Balance, HealthCheck, ProbeKind, Region};
+use crate::upstream::UpLayer;
 
 /// The most regions a file may define: the proxy keeps region indices in `u16` lists,
 /// and routing scores every region per request.
@@ -31,39 +33,19 @@ const BALANCES: [&str; 5] = [
     "consistent_hash",
 ];
 
-/// One health-check setting from one layer (global or region).
-#[derive(Debug, Clone)]
-enum Setting<T> {
-    /// Not written in this layer.
-    Unset,
-    /// Written but invalid (already reported).
-    Bad,
-    /// Written and valid: the value, its span and its field path.
-    Set(T, Range<usize>, String),
-}
-
-impl<T: Clone> Setting<T> {
-    /// This layer's setting, or `under`'s if this layer does not set it.
-    fn over(&self, under: &Self) -> Self {
-        match self {
-            Setting::Unset => under.clone(),
-            other => other.clone(),
-        }
-    }
-
-    /// The value, or `default` when unset or invalid.
-    fn or(&self, default: T) -> T {
-        match self {
-            Setting::Set(v, _, _) => v.clone(),
-            _ => default,
-        }
-    }
+/// The health-check probe kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tcp,
+    Grpc,
 }
 
 /// The health-check settings written in one table.
 #[derive(Debug, Clone)]
 struct Layer {
-    tcp: Setting<bool>,
+    kind: Setting<Kind>,
+    grpc_service: Setting<String>,
     path: Setting<String>,
     host: Setting<String>,
     expect: Setting<RangeInclusive<u16>>,
@@ -71,21 +53,6 @@ struct Layer {
     timeout: Setting<Duration>,
     rise: Setting<u32>,
     fall: Setting<u32>,
-}
-
-fn setting<T, U>(
-    cx: &mut Cx<'_>,
-    value: &Option<S<T>>,
-    field: String,
-    check: impl FnOnce(&T) -> Result<U, Problem>,
-) -> Setting<U> {
-    match value {
-        None => Setting::Unset,
-        Some(v) => match cx.check(v, &field, check) {
-            Some(parsed) => Setting::Set(parsed, v.span(), field),
-            None => Setting::Bad,
-        },
-    }
 }
 
 impl Layer {
@@ -103,9 +70,27 @@ impl Layer {
             Ok(u32::try_from(v).unwrap_or(1))
         };
         Layer {
-            tcp: setting(cx, &file.kind, format!("{prefix}.kind"), |k| {
-                checks::choice(k, &["http", "tcp"], "health check kind").map(|k| k == "tcp")
+            kind: setting(cx, &file.kind, format!("{prefix}.kind"), |k| {
+                Ok(
+                    match checks::choice(k, &["http", "tcp", "grpc"], "health check kind")? {
+                        "tcp" => Kind::Tcp,
+                        "grpc" => Kind::Grpc,
+                        _ => Kind::Http,
+                    },
+                )
             }),
+            grpc_service: setting(
+                cx,
+                &file.grpc_service,
+                format!("{prefix}.grpc_service"),
+                |s| {
+                    if s.is_empty() {
+                        Ok(String::new())
+                    } else {
+                        checks::visible_token(s, "grpc_service")
+                    }
+                },
+            ),
             path: setting(cx, &file.path, format!("{prefix}.path"), |p| {
                 checks::probe_path(p)
             }),
@@ -135,7 +120,8 @@ impl Layer {
 
     fn unset() -> Self {
         Layer {
-            tcp: Setting::Unset,
+            kind: Setting::Unset,
+            grpc_service: Setting::Unset,
             path: Setting::Unset,
             host: Setting::Unset,
             expect: Setting::Unset,
@@ -149,7 +135,8 @@ impl Layer {
     /// This layer merged field by field over `under`.
     fn over(&self, under: &Layer) -> Layer {
         Layer {
-            tcp: self.tcp.over(&under.tcp),
+            kind: self.kind.over(&under.kind),
+            grpc_service: self.grpc_service.over(&under.grpc_service),
             path: self.path.over(&under.path),
             host: self.host.over(&under.host),
             expect: self.expect.over(&under.expect),
@@ -188,18 +175,30 @@ impl Layer {
         }
     }
 
+    /// Where a `kind = "grpc"` in effect was written.
+    fn grpc_at(&self) -> Option<(Range<usize>, String)> {
+        match &self.kind {
+            Setting::Set(Kind::Grpc, span, field) => Some((span.clone(), field.clone())),
+            _ => None,
+        }
+    }
+
     fn build(&self) -> HealthCheck {
-        let kind = if self.tcp.or(false) {
-            ProbeKind::Tcp
-        } else {
-            ProbeKind::Http {
+        let host = match &self.host {
+            Setting::Set(h, _, _) => Some(h.clone()),
+            _ => None,
+        };
+        let kind = match self.kind.or(Kind::Http) {
+            Kind::Tcp => ProbeKind::Tcp,
+            Kind::Grpc => ProbeKind::Grpc {
+                service: self.grpc_service.or(String::new()),
+                authority: host,
+            },
+            Kind::Http => ProbeKind::Http {
                 path: self.path.or("/healthz".to_owned()),
-                host: match &self.host {
-                    Setting::Set(h, _, _) => Some(h.clone()),
-                    _ => None,
-                },
+                host,
                 expect: self.expect.or(200..=399),
-            }
+            },
         };
         HealthCheck {
             kind,
@@ -215,6 +214,7 @@ impl Layer {
 pub(crate) fn regions(cx: &mut Cx<'_>, file: &FileConfig) -> Vec<Region> {
     let global = Layer::parse(cx, &file.health_check, "health_check");
     global.over(&Layer::unset()).check_timeout(cx, &global);
+    let upstream = UpLayer::parse(cx, Some(&file.upstream), "upstream");
 
     let entries = match &file.regions {
         Some(entries) if !entries.0.is_empty() => &entries.0,
@@ -244,9 +244,20 @@ pub(crate) fn regions(cx: &mut Cx<'_>, file: &FileConfig) -> Vec<Region> {
     let mut out = Vec::with_capacity(entries.len());
     for (i, (name, region)) in entries.iter().enumerate() {
         let key = cx.keys.regions.get(i).cloned();
-        out.push(one_region(cx, name, region, key, &global, &mut seen));
+        let layers = Layers {
+            health: &global,
+            upstream: &upstream,
+        };
+        out.push(one_region(cx, name, region, key, layers, &mut seen));
     }
     out
+}
+
+/// The global layers a region's own tables are merged over.
+#[derive(Clone, Copy)]
+struct Layers<'a> {
+    health: &'a Layer,
+    upstream: &'a UpLayer,
 }
 
 fn one_region(
@@ -254,7 +265,7 @@ fn one_region(
     name: &str,
     file: &RegionFile,
     key: Option<Range<usize>>,
-    global: &Layer,
+    global: Layers<'_>,
     seen: &mut HashMap<BackendAddress, String>,
 ) -> Region {
     let prefix = format!("regions.{name}");
@@ -269,9 +280,13 @@ fn one_region(
         Some(hc) => Layer::parse(cx, hc, &format!("{prefix}.health_check")),
         None => Layer::unset(),
     };
-    let merged = own.over(global);
+    let merged = own.over(global.health);
     merged.check_timeout(cx, &own);
     let tls = crate::tls::upstream_tls(cx, file.tls.as_ref(), key.clone(), &prefix);
+    let upstream = UpLayer::parse(cx, file.upstream.as_ref(), &format!("{prefix}.upstream"))
+        .over(global.upstream);
+    let tls_on = tls.is_some() || file.tls.as_ref().is_some_and(|t| t.enabled != Some(false));
+    upstream.check_region(cx, name, tls_on, merged.grpc_at());
     let (instances, reach) = crate::mesh::instances(cx, file, &prefix);
     Region {
         name: name.to_owned(),
@@ -281,6 +296,7 @@ fn one_region(
         balance,
         health: merged.build(),
         tls,
+        upstream: upstream.build(),
         instances,
         reach,
     }

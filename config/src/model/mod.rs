@@ -15,10 +15,12 @@ pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 mod limits;
 mod mesh;
 mod secrets;
+mod upstream;
 
 pub use limits::{Admin, Limits, Timeouts};
 pub use mesh::{Instance, Mesh, MeshTls, Reach};
 pub use secrets::{PrivateKey, Secret};
+pub use upstream::{GrpcMethod, Upstream, UpstreamProtocol, GRPC_CODE_NAMES};
 
 /// A fully validated Meridian configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +247,8 @@ pub struct Region {
     pub health: HealthCheck,
     /// TLS to the backends; plain HTTP when `None`.
     pub tls: Option<UpstreamTls>,
+    /// The protocol spoken to the backends and how HTTP/2 connections are shared.
+    pub upstream: Upstream,
     /// The Meridian instances running in this region (the mesh, GeoDNS answers).
     pub instances: Vec<Instance>,
     /// How other regions' instances reach this region.
@@ -383,7 +387,8 @@ pub struct HealthCheck {
 /// What a health probe does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
-    /// `GET path` over HTTP/1.1; healthy when the status is in `expect`.
+    /// `GET path` (over the region's upstream protocol); healthy when the status is in
+    /// `expect`.
     Http {
         /// Request path, starting with `/`.
         path: String,
@@ -394,6 +399,14 @@ pub enum ProbeKind {
     },
     /// A TCP connect; healthy when it succeeds.
     Tcp,
+    /// A gRPC `grpc.health.v1.Health/Check` call over HTTP/2; healthy when it answers
+    /// `SERVING`.
+    Grpc {
+        /// The service asked about (`""`: the server as a whole).
+        service: String,
+        /// Optional `:authority` (defaults to the backend address).
+        authority: Option<String>,
+    },
 }
 
 /// Where client locations come from.
@@ -501,7 +514,7 @@ pub struct Outlier {
 }
 
 /// Retry policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
     /// Upstream attempts after the first one, across backends and regions.
     pub attempts: u32,
@@ -512,6 +525,12 @@ pub struct Retry {
     pub budget_percent: u32,
     /// Retries per second always allowed, whatever the budget (low traffic still retries).
     pub min_per_second: u32,
+    /// gRPC status codes (numbers) of a backend's trailers-only answer that are retried on
+    /// another backend, as long as nothing of the response reached the client.
+    pub grpc_on: Vec<u8>,
+    /// gRPC methods that are safe to send again after a failure once the call was sent
+    /// (like an idempotent HTTP method).
+    pub grpc_idempotent: Vec<GrpcMethod>,
 }
 
 /// Hot reload settings.
