@@ -41,10 +41,8 @@ async fn ws_backend() -> WsBackend {
                 };
                 o.fetch_add(1, Ordering::SeqCst);
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
                     }
                 }
                 e.fetch_add(1, Ordering::SeqCst);
