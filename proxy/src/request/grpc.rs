@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderMap;
 use meridian_config::GRPC_CODE_NAMES;
 use meridian_routing::outlier::Outcome;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::Session;
 use prometheus::{IntCounter, Registry};
 use tokio::time::Instant;
@@ -199,13 +199,10 @@ pub async fn respond(session: &mut Session, code: u8, message: &str) -> pingora:
     resp.insert_header("grpc-status", code.to_string())?;
     resp.insert_header("grpc-message", encode_message(message))?;
     resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-    session.write_response_header(Box::new(resp), true).await?;
-    // An HTTP/1 downstream ends the response with an empty body.
-    if session.req_header().version < http::Version::HTTP_2 {
-        session
-            .write_response_body(Some(Bytes::new()), true)
-            .await?;
-    }
+    // One header block that ends the stream (HTTP/2 `HEADERS` with `END_STREAM`).
+    session
+        .write_response_tasks(vec![HttpTask::Header(Box::new(resp), true)])
+        .await?;
     Ok(())
 }
 

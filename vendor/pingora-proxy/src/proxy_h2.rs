@@ -1060,9 +1060,12 @@ where
             .request_body_filter(&mut data, end_of_body)
             .await?;
 
+        // A refusal by the filter (e.g. a body over a size limit) is about the downstream
+        // request: it ends the request instead of passing for an upstream send error.
         self.inner
             .request_body_filter(session, &mut data, end_of_body, ctx)
-            .await?;
+            .await
+            .map_err(|e| e.into_down())?;
 
         /* it is normal to get 0 bytes because of multi-chunk parsing or request_body_filter.
          * Although there is no harm writing empty byte to h2, unlike h1, we ignore it
