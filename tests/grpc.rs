@@ -66,6 +66,8 @@ async fn unary_and_streaming_calls_over_h2c_share_one_upstream_connection() {
     // connections at most (one per worker thread, plus a race or two), not 40.
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..40 {
+        // 5 ms apart (see tests/h2_upstream.rs), all overlapping.
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let mut c = Client::h2c(listen).await;
         calls.spawn(async move { c.unary(&format!("n{i}"), 300, None).await });
     }

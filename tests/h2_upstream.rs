@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 
-/// 30 concurrent HTTP/1.1 requests to `/delay/300` (each held 300 ms by the backend);
+/// 30 overlapping HTTP/1.1 requests to `/delay/300` (each held 300 ms by the backend);
 /// the backend's new connections meanwhile.
 async fn concurrent_connections(m: &Meridian, b: &meridian_demo_backend::Backend) -> u64 {
     // Warm up: one request opens the first connection.
@@ -18,6 +18,9 @@ async fn concurrent_connections(m: &Meridian, b: &meridian_demo_backend::Backend
     let before = b.connections();
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..30 {
+        // 10 ms apart, all overlapping: pingora's pool lends a connection out for a moment
+        // while it opens a stream, and a request in that very moment opens another one.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         let url = m.url("/delay/300");
         calls.spawn(async move {
             // One client each: 30 client connections, as 30 browsers would.
