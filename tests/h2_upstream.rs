@@ -1,11 +1,24 @@
 //! HTTP/2 to backends: a region with `protocol = "h2c"` speaks cleartext HTTP/2 to its
 //! backends (prior knowledge), whatever the client spoke, and multiplexes concurrent
 //! requests as streams over a few connections (counted at the backend); its health probes
-//! speak h2c too. The same load to an `http1` region needs a connection per request.
+//! speak h2c too. The same load to an `http1` region needs a connection per request. With
+//! `protocol = "auto"` over TLS the backend's ALPN decides.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "tls/support.rs"]
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
 
 use common::*;
 
@@ -95,4 +108,69 @@ async fn an_http1_region_needs_a_connection_per_concurrent_request() {
         new >= 20,
         "{new} new upstream connections for 30 concurrent requests"
     );
+}
+
+/// A TLS backend offering `alpn`, speaking HTTP/1.1 and HTTP/2 (whichever the client
+/// starts); answers with the HTTP version of the request.
+async fn tls_backend(leaf: &support::Leaf, alpn: &[&[u8]]) -> SocketAddr {
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(support::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|req: http::Request<_>| async move {
+                    let body = format!("{:?}", req.version());
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_speaks_what_the_backends_alpn_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::Ca::new("auto test CA");
+    let leaf = ca.leaf(&["backend.test"], "backend.test");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    for (offered, want) in [
+        (&[&b"h2"[..], b"http/1.1"][..], "HTTP/2.0"),
+        (&[&b"http/1.1"[..]][..], "HTTP/1.1"),
+    ] {
+        let b = tls_backend(&leaf, offered).await;
+        let (listen, admin) = (free_addr(), free_addr());
+        let mut cfg = header("local", listen, admin);
+        cfg.push_str(&format!(
+            "\n[regions.local]\nlatitude = 0.0\nlongitude = 0.0\nbackends = [{{ address = \"{b}\" }}]\n[regions.local.tls]\nsni = \"backend.test\"\nca_file = \"{}\"\n[regions.local.upstream]\nprotocol = \"auto\"\n",
+            ca_file.display()
+        ));
+        let m = start(cfg, listen, admin).await;
+        let body = client()
+            .get(m.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, want, "backend offering {offered:?}");
+    }
 }

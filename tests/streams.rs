@@ -1,8 +1,8 @@
 //! Long-lived connections through a real Meridian: a WebSocket (tokio-tungstenite client and
 //! server) upgrades, echoes, stays open while idle for longer than `timeouts.read` and
 //! across a reload, is counted, and is closed after `timeouts.tunnel` without the backend
-//! being blamed; server-sent events reach the client as they are sent, with gaps longer
-//! than `timeouts.read`.
+//! being blamed; a graceful stop waits for an open one (the grace period); server-sent
+//! events reach the client as they are sent, with gaps longer than `timeouts.read`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -200,4 +200,38 @@ async fn server_sent_events_arrive_as_sent_with_gaps_longer_than_the_read_timeou
         started.elapsed() - first_at >= Duration::from_secs(4),
         "the stream was buffered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_gives_an_open_websocket_the_grace_period() {
+    let b = ws_backend().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = ws_config(listen, admin, b.addr, "1s");
+    let launch = Launch {
+        grace_period: Some(60),
+        ..Launch::default()
+    };
+    let mut m = blocking(move || {
+        let m = Meridian::start_with(&cfg, listen, admin, launch);
+        m.wait_all_up(Duration::from_secs(30));
+        m
+    })
+    .await;
+    let mut ws = connect(listen).await;
+    echo(&mut ws, "before").await;
+    m.signal("TERM");
+    // Stopping, but the tunnel is an in-flight request: it keeps working.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!m.exited(), "the process left with a tunnel open");
+    echo(&mut ws, "during the grace period").await;
+    // The client ends it; the process leaves at once, long before the 60 s grace.
+    ws.close(None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !m.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "still running 20 s after the tunnel closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -103,10 +103,18 @@ impl MeridianProxy {
 /// comes with the trailers. A non-gRPC answer (an HTTP error) counts by its HTTP status.
 fn grpc_response(ctx: &mut Ctx, resp: &ResponseHeader) -> Result<()> {
     let retry_on = &ctx.snap().config.retry.grpc_on;
+    if resp.status != http::StatusCode::OK {
+        // Not a gRPC answer at all (a proxy's or server's HTTP error page).
+        let outcome = if resp.status.is_server_error() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        ctx.record_outcome(outcome);
+        return Ok(());
+    }
     let Some(status) = grpc::status_of(&resp.headers) else {
-        if resp.status.is_server_error() {
-            ctx.record_outcome(Outcome::Failure);
-        }
+        // The status comes with the trailers.
         return Ok(());
     };
     let held = retry_on.contains(&status) && ctx.attempts_left();

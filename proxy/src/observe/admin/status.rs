@@ -76,6 +76,7 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                 "longitude": r.coords.longitude,
                 "balance": cfg.regions[i].balance.as_str(),
                 "reach": cfg.regions[i].reach.as_str(),
+                "protocol": cfg.regions[i].upstream.protocol.as_str(),
                 "health_source": if i == snap.local {
                     "probes"
                 } else if r.relay {
