@@ -3,11 +3,15 @@
 //! `Snapshot::next_backend` (the one decision the proxy makes for every attempt) → a
 //! backend.
 //!
-//! Two configs, both parsed with `meridian_config::parse` and built into a real `Instance`:
+//! Three configs, all parsed with `meridian_config::parse` and built into a real `Instance`:
 //! - `3-regions`: us-east / eu-west / ap-southeast, 2 backends each, the default steering
 //!   policy with country and continent maps and a residency rule;
 //! - `50-regions`: 50 regions spread over the globe × 200 backends each (10,000 backends),
-//!   the default policy (proximity ranking over every region).
+//!   the default policy (proximity ranking over every region);
+//! - `50-routes`: the 3 regions with 50 services, each with 2 backends per region: 20
+//!   exact host names, 20 path prefixes under one host (`/v0` … `/v19`), 9 wildcard
+//!   hosts and a default service; requests cycle over 64 (host, path) pairs that hit
+//!   every kind of route (and the default), so each decision also routes the request.
 //!
 //! Client IPs: 1,000 addresses spread evenly over the IPv4 space (fixed seed) plus 24 IPv6
 //! addresses from well-known allocations. One criterion iteration is ONE decision; the
@@ -26,7 +30,8 @@
 //!     target/release/deps/routing-<hash> --bench
 //! ```
 //!
-//! (`decide` runs 2 × 1,024 times in that mode: warm-up, then the counted pass.)
+//! (`decide` runs 2 × 1,024 times in that mode: warm-up, then the counted pass;
+//! `ROUTING_CASE=routes` runs the 50-route case.)
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -37,6 +42,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meridian::client;
 use meridian::{Active, Instance};
 use meridian_routing::{Health, Pick, Tried};
+use pingora::http::RequestHeader;
 use tokio::time::Instant;
 
 const THREE_REGIONS: &str = r#"
@@ -105,13 +111,66 @@ fn many_regions(regions: usize, backends: usize) -> String {
     s
 }
 
-/// Builds the instance, marks every backend up and publishes region measurements, as the
+/// The 3 regions (without backends) and 50 services with 2 backends in each: 20 exact
+/// hosts, 20 path prefixes of one host, 9 wildcards and a default.
+fn fifty_routes() -> String {
+    let mut s = THREE_REGIONS
+        .lines()
+        .filter(|l| !l.starts_with("backends"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let regions = ["us-east", "eu-west", "ap-southeast"];
+    for i in 0..50 {
+        let routes = match i {
+            0..=19 => format!("hosts = [\"svc{i}.example.com\"]"),
+            20..=39 => format!("hosts = [\"api.example.com\"]\npaths = [\"/v{}\"]", i - 20),
+            40..=48 => format!("hosts = [\"*.tenant{i}.example.net\"]"),
+            _ => "hosts = [\"www.example.com\"]\ndefault = true".to_owned(),
+        };
+        s.push_str(&format!("\n[services.s{i}]\n{routes}\n"));
+        for (r, region) in regions.iter().enumerate() {
+            s.push_str(&format!(
+                "[services.s{i}.regions.{region}]\nbackends = [{{ address = \"10.{r}.{i}.1:8080\" }}, {{ address = \"10.{r}.{i}.2:8080\" }}]\n"
+            ));
+        }
+    }
+    s
+}
+
+/// 64 requests (host, path) over the 50-route case: exact hosts, path prefixes, wildcards,
+/// and some that only the default service takes.
+fn route_requests() -> Vec<RequestHeader> {
+    (0..64)
+        .map(|k| {
+            let (host, path) = match k % 4 {
+                0 => (
+                    format!("svc{}.example.com", k % 20),
+                    "/index.html".to_owned(),
+                ),
+                1 => (
+                    "api.example.com".to_owned(),
+                    format!("/v{}/users/42", k % 20),
+                ),
+                2 => (
+                    format!("a.b.tenant{}.example.net:443", 40 + k % 9),
+                    "/".to_owned(),
+                ),
+                _ => ("unknown.example.org".to_owned(), "/x".to_owned()),
+            };
+            let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+            req.insert_header("host", host).expect("host");
+            req
+        })
+        .collect()
+}
+
+/// Builds the instance, marks every backend up and publishes pool measurements, as the
 /// prober would after its first rounds.
 fn snapshot(text: &str) -> Arc<Active> {
     let config = meridian_config::parse(text, "bench.toml", None).expect("valid config");
     let inst = Instance::new(config).expect("locator");
     let active = inst.active();
-    for (i, r) in active.routing.regions.iter().enumerate() {
+    for (_, i, r) in active.routing.pools() {
         for m in &r.members {
             m.state.health.set(Health::Up);
         }
@@ -152,30 +211,37 @@ fn client_ips() -> Vec<IpAddr> {
 }
 
 /// One routing decision, as the proxy makes it: who is the client (a direct peer, no
-/// forwarding headers), locate, plan, then the routing core's `next_backend` (the same
-/// call `upstream_peer` makes).
+/// forwarding headers), locate, route the request to its service (`meridian::route`, the
+/// proxy's own call), plan, then the routing core's `next_backend` (the same call
+/// `upstream_peer` makes).
 #[inline(never)]
-fn decide(active: &Active, peer: IpAddr, now: Instant) -> Option<Pick> {
-    static NO_HEADERS: std::sync::LazyLock<http::HeaderMap> =
-        std::sync::LazyLock::new(http::HeaderMap::new);
+fn decide(active: &Active, peer: IpAddr, req: &RequestHeader, now: Instant) -> Option<Pick> {
     let snap = &active.routing;
-    let client = client::resolve(peer, &NO_HEADERS, &active.identity.trusted_proxies);
+    let client = client::resolve(peer, &req.headers, &active.identity.trusted_proxies);
     let location = snap.locator.lookup(client.ip);
-    let plan = snap.plan(location.as_ref());
+    let service = meridian::route(req, snap)?;
+    let plan = snap.plan(service, location.as_ref());
     snap.next_backend(&plan, &mut Tried::default(), None, now)
 }
 
+/// The request of decision `k`: the 50-route case cycles through its 64 requests, the
+/// others send one request (with no routes to look up).
+fn request_for(reqs: &[RequestHeader], k: usize) -> &RequestHeader {
+    &reqs[k % reqs.len()]
+}
+
 /// Allocations per decision over every address, printed for the report.
-fn count_allocations(name: &str, snap: &Active, ips: &[IpAddr]) {
+fn count_allocations(name: &str, snap: &Active, ips: &[IpAddr], reqs: &[RequestHeader]) {
     let now = Instant::now();
     // Warm up lazily initialised state (thread-local RNG, …) outside the measurement.
-    for &ip in ips {
-        black_box(decide(snap, ip, now));
+    for (k, &ip) in ips.iter().enumerate() {
+        black_box(decide(snap, ip, request_for(reqs, k), now));
     }
     let mut routed = 0usize;
     let info = allocation_counter::measure(|| {
-        for &ip in ips {
-            routed += usize::from(decide(snap, black_box(ip), now).is_some());
+        for (k, &ip) in ips.iter().enumerate() {
+            let req = request_for(reqs, k);
+            routed += usize::from(decide(snap, black_box(ip), req, now).is_some());
         }
     });
     println!(
@@ -190,17 +256,22 @@ fn count_allocations(name: &str, snap: &Active, ips: &[IpAddr]) {
 
 fn routing(c: &mut Criterion) {
     let ips = client_ips();
-    // ROUTING_CASE=3 or 50 runs one case only (e.g. under callgrind).
+    let plain = vec![RequestHeader::build("GET", b"/", None).expect("request")];
+    let routed = route_requests();
+    // ROUTING_CASE=3, 50 or routes runs one case only (e.g. under callgrind).
     let only = std::env::var("ROUTING_CASE").ok();
     let mut cases = Vec::new();
     if only.as_deref().is_none_or(|c| c == "3") {
-        cases.push(("3-regions", snapshot(THREE_REGIONS)));
+        cases.push(("3-regions", snapshot(THREE_REGIONS), &plain));
     }
     if only.as_deref().is_none_or(|c| c == "50") {
-        cases.push(("50-regions-x200", snapshot(&many_regions(50, 200))));
+        cases.push(("50-regions-x200", snapshot(&many_regions(50, 200)), &plain));
     }
-    for (name, snap) in &cases {
-        count_allocations(name, snap, &ips);
+    if only.as_deref().is_none_or(|c| c == "routes") {
+        cases.push(("50-routes", snapshot(&fifty_routes()), &routed));
+    }
+    for (name, snap, reqs) in &cases {
+        count_allocations(name, snap, &ips, reqs);
     }
     // Distinct /24 networks, far more than the locator's cache holds.
     let cold_ips: Vec<IpAddr> = (0..1u32 << 18)
@@ -216,20 +287,20 @@ fn routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("routing");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(5));
-    for (name, snap) in &cases {
+    for (name, snap, reqs) in &cases {
         let now = Instant::now();
         let mut k = 0usize;
         group.bench_function(*name, |b| {
             b.iter(|| {
                 k = (k + 1) % ips.len();
-                decide(snap, black_box(ips[k]), now)
+                decide(snap, black_box(ips[k]), request_for(reqs, k), now)
             })
         });
         let mut k = 0usize;
         group.bench_function(format!("{name}-cold"), |b| {
             b.iter(|| {
                 k = (k + 1) % cold_ips.len();
-                decide(snap, black_box(cold_ips[k]), now)
+                decide(snap, black_box(cold_ips[k]), request_for(reqs, k), now)
             })
         });
     }

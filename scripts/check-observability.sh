@@ -50,8 +50,8 @@ wait_for() {
 step() { printf '\n--- %s\n' "$*"; }
 
 [ -x "$MERIDIAN" ] || { echo "no meridian binary at $MERIDIAN (cargo build first)" >&2; exit 1; }
-for tool in "$PROMETHEUS" "$PROMTOOL" curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install prometheus curl python3)" >&2; exit 1; }
+for tool in "$PROMETHEUS" "$PROMTOOL" curl python3 dig; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install prometheus curl python3 dnsutils)" >&2; exit 1; }
 done
 
 step "promtool check rules $RULES"
@@ -73,12 +73,30 @@ for port in "${ports[@]}"; do
 done
 listen=$(free_port)
 admin=$(free_port)
+mesh=$(free_port)
+peer_mesh=$(free_port)
+dns=$(free_port)
 cat >"$work/meridian.toml" <<EOF
 threads = 1
 
 [node]
-region = "us-east"
-name = "observability-check"
+name = "us-1"
+
+[mesh]
+secret = "observability-check-mesh-secret"
+interval = "500ms"
+fall = 2
+
+# GeoDNS answers for example.test; eu-west's instance never runs (the mesh holds it down).
+[geodns]
+listen = ["127.0.0.1:$dns"]
+threads = 1
+
+[[geodns.zones]]
+name = "example.test"
+nameservers = ["ns1.example.test"]
+names = ["www"]
+records = [{ name = "ns1", type = "A", value = "127.0.0.1" }]
 
 [listeners]
 http = ["127.0.0.1:$listen"]
@@ -102,11 +120,13 @@ latitude = 39.04
 longitude = -77.49
 # A host name: DNS discovery (and its metrics) resolve it through /etc/hosts.
 backends = [{ address = "127.0.0.1:${ports[0]}" }, { address = "localhost:${ports[1]}" }]
+instances = [{ name = "us-1", public = ["192.0.2.1"], proxy = "127.0.0.1:$listen", mesh = "127.0.0.1:$mesh" }]
 
 [regions.eu-west]
 latitude = 53.35
 longitude = -6.26
 backends = [{ address = "127.0.0.1:${ports[2]}" }, { address = "127.0.0.1:${ports[3]}" }]
+instances = [{ name = "eu-1", public = ["198.51.100.1"], proxy = "127.0.0.1:1", mesh = "127.0.0.1:$peer_mesh" }]
 EOF
 "$MERIDIAN" check "$work/meridian.toml"
 "$MERIDIAN" run --config "$work/meridian.toml" --pid-file "$work/meridian.pid" \
@@ -144,6 +164,11 @@ step "traffic from four continents and local clients (60 s at most, stopped when
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$listen/" || true
     # http.server answers DELETE with 501: 5xx responses for the error panels.
     curl -s -o /dev/null --max-time 2 -X DELETE "http://127.0.0.1:$listen/" || true
+    # GeoDNS queries from two continents, and one for a name that does not exist.
+    for subnet in 81.2.69.0/24 8.8.8.0/24; do
+      dig @127.0.0.1 -p "$dns" +time=1 +tries=1 +short www.example.test "+subnet=$subnet" || true
+    done
+    dig @127.0.0.1 -p "$dns" +time=1 +tries=1 +short nope.example.test || true
     sleep 0.05
   done
 ) >/dev/null 2>&1 &
@@ -160,6 +185,8 @@ q() { python3 scripts/check-observability.py --prometheus "$prom" --metrics "htt
   --dashboard "$DASHBOARD" --alerts "$alerts" --only "$1"; }
 wait_for 30 "eu-west down in prometheus" q 'meridian_region_healthy_backends{region="eu-west"} == 0'
 wait_for 30 "failovers from eu-west in prometheus" q 'rate(meridian_failovers_total{from="eu-west"}[5s]) > 0'
+wait_for 30 "eu-1 held down by the mesh in prometheus" q 'meridian_mesh_peer_down{peer="eu-1"} == 1'
+wait_for 30 "GeoDNS answers in prometheus" q 'rate(meridian_geodns_answers_total{region="us-east"}[5s]) > 0'
 wait_for 30 "the firing alerts" q 'ALERTS{alertname="MeridianReloadFailed", alertstate="firing"}'
 
 step "every dashboard query, variable and alert expression"

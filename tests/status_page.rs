@@ -418,6 +418,8 @@ fn the_demo_page_shows_traffic_from_every_continent() {
             &listen.to_string(),
             "--admin",
             &admin.to_string(),
+            "--dns",
+            &free_addr().to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -472,6 +474,19 @@ fn the_demo_page_shows_traffic_from_every_continent() {
         );
         flows == json!(["AF", "AS", "EU", "NA", "OC", "SA"])
     });
+    // The demo's GeoDNS and mesh have sections of their own.
+    let text = |b: &mut Browser, sel: &str| {
+        b.eval(&format!(
+            "document.querySelector(\"{sel}\")?.textContent ?? ''"
+        ))
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let geo = text(&mut b, "section[data-section*='continents answered from']");
+    assert!(geo.contains("EU") && geo.contains("eu-west"), "{geo}");
+    let mesh = text(&mut b, "section[data-section^='Mesh']");
+    assert!(mesh.contains("eu-1") && mesh.contains("ap-1"), "{mesh}");
     // Let the rates settle over the page's window before a picture is taken.
     std::thread::sleep(Duration::from_secs(3));
     assert_no_errors(&mut b);

@@ -513,3 +513,45 @@ async fn an_https_listener_with_proxy_protocol_reads_the_header_before_the_hands
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-echo-h-x-forwarded-for"], "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_services_own_certificate_is_served_for_its_hosts_and_the_route_follows_the_host() {
+    let ca = Ca::new("Meridian test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let default = ca.leaf(&["default.test", "127.0.0.1"], "default");
+    let api = ca.leaf(&["api.example.test"], "api");
+    let certs = cert_entry(&default.write(dir.path(), "default"), "");
+    let api_files = api.write(dir.path(), "api");
+    let (web, api_backend) = (backend("web", "local").await, backend("api", "local").await);
+    let (listen, admin, https) = (free_addr(), free_addr(), free_addr());
+    let mut cfg = listeners(listen, admin, https, "", &certs);
+    cfg.push_str(&region("local", 50.0, 8.0, &[&web], ""));
+    cfg.push_str(&format!(
+        "\n[services.api]\nhosts = [\"api.example.test\"]\ncertificates = [\n{}\n]\n[services.api.regions.local]\nbackends = [{{ address = \"{}\" }}]\n",
+        cert_entry(&api_files, ""),
+        api_backend.addr()
+    ));
+    let _m = start(cfg, listen, admin).await;
+    assert_eq!(
+        served_for(https, Some("api.example.test"), &ca).await,
+        api.der,
+        "the service's certificate for its host"
+    );
+    assert_eq!(served_for(https, None, &ca).await, default.der);
+    let s = connect(https, Some("api.example.test"), &ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (status, headers, _) = get(s, "api.example.test", "/").await;
+    assert_eq!(
+        (status, headers["x-backend"].to_str().unwrap()),
+        (200, "api")
+    );
+    let s = connect(https, Some("default.test"), &ca, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (status, headers, _) = get(s, "default.test", "/").await;
+    assert_eq!(
+        (status, headers["x-backend"].to_str().unwrap()),
+        (200, "web")
+    );
+}

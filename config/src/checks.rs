@@ -248,8 +248,8 @@ fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// A region name: `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
-pub(crate) fn region_name(name: &str) -> Result<(), Problem> {
+/// A region or service name (`what`): `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
+pub(crate) fn name(name: &str, what: &str) -> Result<(), Problem> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
@@ -258,16 +258,16 @@ pub(crate) fn region_name(name: &str) -> Result<(), Problem> {
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if name.len() > 63 {
-        return Err("region names are at most 63 characters".into());
+        return Err(format!("{what} names are at most 63 characters").into());
     }
     if valid_chars && first_ok {
         return Ok(());
     }
     let message = format!(
-        "invalid region name \"{name}\": use lower-case letters, digits, '-' and '_', starting with a letter or digit"
+        "invalid {what} name \"{name}\": use lower-case letters, digits, '-' and '_', starting with a letter or digit"
     );
     let fixed = name.to_ascii_lowercase().replace([' ', '.'], "-");
-    if fixed != name && region_name(&fixed).is_ok() {
+    if fixed != name && self::name(&fixed, what).is_ok() {
         Err(Problem::hinted(message, format!("did you mean `{fixed}`?")))
     } else {
         Err(message.into())
@@ -554,11 +554,11 @@ mod tests {
         assert!(country("DEU").is_err());
         assert_eq!(continent("eu"), Ok("EU".to_owned()));
         assert!(continent("EA").is_err());
-        assert!(region_name("us-east").is_ok());
-        assert!(region_name("0_a").is_ok());
-        assert!(region_name("US-East").unwrap_err().hint.is_some());
-        assert!(region_name("-a").is_err());
-        assert!(region_name(&"a".repeat(64)).is_err());
+        assert!(name("us-east", "region").is_ok());
+        assert!(name("0_a", "region").is_ok());
+        assert!(name("US-East", "region").unwrap_err().hint.is_some());
+        assert!(name("-a", "region").is_err());
+        assert!(name(&"a".repeat(64), "region").is_err());
     }
 
     #[test]

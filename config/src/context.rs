@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::checks::{self, Problem};
 use crate::error::{suggest, ConfigError};
-use crate::file::{KeySpans, S};
+use crate::file::S;
+use crate::keys::KeySpans;
 
 /// The longest value text quoted in an error.
 const MAX_SHOWN: usize = 80;

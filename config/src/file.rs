@@ -5,15 +5,13 @@
 //! Values that later checks complain about are wrapped in [`toml::Spanned`] so errors
 //! can point at them. Named tables are never `Spanned` (implicit tables such as
 //! `regions` in `[regions.a]` have no span, which `Spanned` rejects); array elements
-//! always have one. The positions of table keys come from [`KeySpans`], a second,
+//! always have one. The positions of table keys come from `KeySpans` (`keys.rs`), a second,
 //! lenient pass.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Range;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -104,6 +102,9 @@ pub(crate) struct FileConfig {
     pub limits: LimitsFile,
     pub admin: AdminFile,
     pub mesh: MeshFile,
+    pub geodns: GeoDnsFile,
+    pub sticky: Option<StickyFile>,
+    pub services: Option<Entries<ServiceFile>>,
     pub upstream: UpstreamFile,
 }
 
@@ -227,6 +228,7 @@ pub(crate) struct AdminFile {
     pub token: Option<S<String>>,
     pub token_file: Option<S<String>>,
     pub hosts: Option<S<Vec<S<String>>>>,
+    pub state_file: Option<S<String>>,
 }
 
 /// `[logging]`
@@ -253,7 +255,8 @@ pub(crate) struct HealthCheckFile {
     pub grpc_service: Option<S<String>>,
 }
 
-/// `[upstream]` and `[regions.X.upstream]`
+/// `[upstream]`, `[regions.X.upstream]`, `[services.X.upstream]` and
+/// `[services.X.regions.Y.upstream]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(remote = "Self", default, deny_unknown_fields)]
 pub(crate) struct UpstreamFile {
@@ -302,6 +305,52 @@ pub(crate) struct RegionFile {
     pub upstream: Option<UpstreamFile>,
     pub instances: Option<S<Vec<S<InstanceFile>>>>,
     pub reach: Option<S<String>>,
+    pub slow_start: Option<S<String>>,
+}
+
+/// `[services.NAME]`: a service, its routes and its pools by region.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct ServiceFile {
+    pub hosts: Option<S<Vec<S<String>>>>,
+    pub paths: Option<S<Vec<S<String>>>>,
+    pub default: Option<S<bool>>,
+    pub balance: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub health_check: Option<HealthCheckFile>,
+    pub tls: Option<UpstreamTlsFile>,
+    pub upstream: Option<UpstreamFile>,
+    pub slow_start: Option<S<String>>,
+    pub sticky: Option<StickyFile>,
+    pub certificates: Option<S<Vec<S<CertificateFile>>>>,
+    pub regions: Option<Entries<PoolFile>>,
+}
+
+/// `[services.NAME.regions.REGION]`: a service's pool in one region.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct PoolFile {
+    pub balance: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub backends: Option<S<Vec<S<BackendFile>>>>,
+    pub health_check: Option<HealthCheckFile>,
+    pub tls: Option<UpstreamTlsFile>,
+    pub upstream: Option<UpstreamFile>,
+    pub slow_start: Option<S<String>>,
+}
+
+/// `[sticky]` and `[services.NAME.sticky]`: sticky sessions by an inserted cookie.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct StickyFile {
+    pub enabled: Option<S<bool>>,
+    pub cookie: Option<S<String>>,
+    pub max_age: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub secure: Option<S<bool>>,
+    pub http_only: Option<S<bool>>,
+    pub same_site: Option<S<String>>,
+    pub draining: Option<S<String>>,
 }
 
 /// One entry of `instances`: a Meridian instance running in the region.
@@ -325,6 +374,45 @@ pub(crate) struct MeshFile {
     pub rise: Option<S<i64>>,
     pub fall: Option<S<i64>>,
     pub tls: Option<MeshTlsFile>,
+}
+
+/// `[geodns]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct GeoDnsFile {
+    pub listen: Option<S<Vec<S<String>>>>,
+    pub ttl: Option<S<String>>,
+    pub max_addresses: Option<S<i64>>,
+    pub udp_payload: Option<S<i64>>,
+    pub tcp_idle: Option<S<String>>,
+    pub max_tcp_connections: Option<S<i64>>,
+    pub threads: Option<S<i64>>,
+    pub serial: Option<S<i64>>,
+    pub zones: Option<S<Vec<S<ZoneFile>>>>,
+}
+
+/// One `[[geodns.zones]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct ZoneFile {
+    pub name: Option<S<String>>,
+    pub nameservers: Option<S<Vec<S<String>>>>,
+    pub hostmaster: Option<S<String>>,
+    pub soa_ttl: Option<S<String>>,
+    pub negative_ttl: Option<S<String>>,
+    pub names: Option<S<Vec<S<String>>>>,
+    pub records: Option<S<Vec<S<RecordFile>>>>,
+}
+
+/// One entry of a zone's `records`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct RecordFile {
+    pub name: Option<S<String>>,
+    #[serde(rename = "type")]
+    pub kind: Option<S<String>>,
+    pub value: Option<S<String>>,
+    pub ttl: Option<S<String>>,
 }
 
 /// `[mesh.tls]`
@@ -472,6 +560,12 @@ table_only!(
     InstanceFile,
     MeshFile,
     MeshTlsFile,
+    GeoDnsFile,
+    ZoneFile,
+    RecordFile,
+    ServiceFile,
+    PoolFile,
+    StickyFile,
     UpstreamFile
 );
 
@@ -502,89 +596,5 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
             }
         }
         deserializer.deserialize_map(EntriesVisitor(PhantomData))
-    }
-}
-
-/// Positions of table keys, from a second pass over a file that already deserialized.
-///
-/// `serde_path_to_error` cannot record a path segment for a `Spanned` key, so the main
-/// pass uses plain string keys and this pass collects their spans.
-#[derive(Debug, Default)]
-pub(crate) struct KeySpans {
-    /// Top-level keys (`node`, `regions`, ...) → span of their first mention.
-    pub top: HashMap<String, Range<usize>>,
-    /// Spans of the region names, in file order.
-    pub regions: Vec<Range<usize>>,
-    /// Spans of the keys of `[steering.countries]`, `[steering.continents]`.
-    pub steering: MapKeySpans,
-    /// Spans of the keys of `[residency.countries]`, `[residency.continents]`.
-    pub residency: MapKeySpans,
-}
-
-/// Key spans of a `countries` / `continents` pair of tables.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct MapKeySpans {
-    pub countries: KeyList,
-    pub continents: KeyList,
-}
-
-/// The spans of a table's keys, in file order.
-#[derive(Debug, Default)]
-pub(crate) struct KeyList(pub Vec<Range<usize>>);
-
-impl<'de> Deserialize<'de> for KeyList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyListVisitor;
-        impl<'de> Visitor<'de> for KeyListVisitor {
-            type Value = KeyList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyList, A::Error> {
-                let mut spans = Vec::new();
-                while let Some((key, IgnoredAny)) = map.next_entry::<S<String>, IgnoredAny>()? {
-                    spans.push(key.span());
-                }
-                Ok(KeyList(spans))
-            }
-        }
-        deserializer.deserialize_map(KeyListVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for KeySpans {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeySpansVisitor;
-        impl<'de> Visitor<'de> for KeySpansVisitor {
-            type Value = KeySpans;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeySpans, A::Error> {
-                let mut spans = KeySpans::default();
-                while let Some(key) = map.next_key::<S<String>>()? {
-                    match key.get_ref().as_str() {
-                        "regions" => spans.regions = map.next_value::<KeyList>()?.0,
-                        "steering" => spans.steering = map.next_value()?,
-                        "residency" => spans.residency = map.next_value()?,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                    let span = key.span();
-                    spans.top.entry(key.into_inner()).or_insert(span);
-                }
-                Ok(spans)
-            }
-        }
-        deserializer.deserialize_map(KeySpansVisitor)
-    }
-}
-
-impl KeySpans {
-    /// Collects key spans from `text`; empty if that fails (positions are a nicety).
-    pub(crate) fn collect(text: &str) -> Self {
-        KeySpans::deserialize(toml::Deserializer::new(text)).unwrap_or_default()
     }
 }

@@ -212,8 +212,28 @@ pub(crate) fn admin(
             }
         }
     }
+    let base = cx.base_dir.clone();
+    let state_file = file.state_file.as_ref().and_then(|p| {
+        cx.check(p, "admin.state_file", |written| {
+            if written.trim().is_empty() {
+                return Err("state_file must name a file".into());
+            }
+            let path = crate::tls::resolve(base.as_deref(), written);
+            if path.is_dir() {
+                return Err(format!("{} is a directory", path.display()).into());
+            }
+            match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(dir) if !dir.is_dir() => Err(Problem::hinted(
+                    format!("directory {} does not exist", dir.display()),
+                    "create it (writable by meridian), or point state_file elsewhere",
+                )),
+                _ => Ok(path),
+            }
+        })
+    });
     Admin {
         token: token.map(Secret::new),
         hosts,
+        state_file,
     }
 }

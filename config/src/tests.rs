@@ -88,6 +88,7 @@ fn minimal_file_gets_all_defaults() {
             health: default_health(),
             tls: None,
             upstream: Upstream::default(),
+            slow_start: None,
             instances: vec![],
             reach: Reach::Backends,
         }],
@@ -158,6 +159,28 @@ fn minimal_file_gets_all_defaults() {
             rise: 2,
             fall: 3,
         },
+        geodns: GeoDns::default(),
+        services: vec![Service {
+            name: "default".to_owned(),
+            hosts: vec![],
+            paths: vec!["/".to_owned()],
+            default: false,
+            implicit: true,
+            pools: vec![Pool {
+                region: 0,
+                backends: vec![Backend {
+                    address: BackendAddress::Static(addr("127.0.0.1:8080")),
+                    weight: 1,
+                    backup: false,
+                }],
+                balance: Balance::P2cPeakEwma,
+                health: default_health(),
+                tls: None,
+                upstream: Upstream::default(),
+                slow_start: None,
+            }],
+            sticky: None,
+        }],
     };
     assert_eq!(config, expected);
     assert_eq!(config.local_region_index(), 0);

@@ -261,7 +261,7 @@ fn certificates(
     Some(out)
 }
 
-fn server_certificate(
+pub(crate) fn server_certificate(
     cx: &mut Cx<'_>,
     entry: &S<CertificateFile>,
     at: &str,

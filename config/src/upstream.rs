@@ -1,6 +1,7 @@
-//! Validation of `[upstream]` and `[regions.NAME.upstream]` (the protocol spoken to the
-//! backends, merged key by key like the health checks), of how it must agree with the
-//! region's TLS and health check, and of the gRPC parts of `[retry]`.
+//! Validation of `[upstream]`, `[regions.NAME.upstream]`, `[services.NAME.upstream]` and
+//! `[services.NAME.regions.REGION.upstream]` (the protocol spoken to a pool's backends,
+//! merged key by key like the health checks), of how it must agree with the pool's TLS
+//! and health check, and of the gRPC parts of `[retry]`.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -114,13 +115,13 @@ impl UpLayer {
         }
     }
 
-    /// Checks that the merged protocol fits region `region`: `h2` and `auto` need TLS
-    /// (ALPN), `h2c` is cleartext; a gRPC health check needs HTTP/2 (`grpc_probe_at`: where
-    /// its `kind` was written).
-    pub(crate) fn check_region(
+    /// Checks that the merged protocol fits `pool`: `h2` and `auto` need TLS (ALPN), `h2c`
+    /// is cleartext; a gRPC health check needs HTTP/2 (`grpc_probe_at`: where its `kind`
+    /// was written).
+    pub(crate) fn check_pool(
         &self,
         cx: &mut Cx<'_>,
-        region: &str,
+        pool: &PoolName<'_>,
         tls: bool,
         grpc_probe_at: Option<(Range<usize>, String)>,
     ) {
@@ -128,15 +129,17 @@ impl UpLayer {
         let problem = match (protocol, tls) {
             (UpstreamProtocol::H2 | UpstreamProtocol::Auto, false) => Some(Problem::hinted(
                 format!(
-                    "protocol \"{protocol}\" negotiates HTTP/2 by TLS ALPN, but region {region} has no [regions.{region}.tls]"
+                    "protocol \"{protocol}\" negotiates HTTP/2 by TLS ALPN, but {pool} has no {}",
+                    pool.table("tls")
                 ),
                 format!(
-                    "add [regions.{region}.tls], or use protocol = \"h2c\" for cleartext HTTP/2"
+                    "add {}, or use protocol = \"h2c\" for cleartext HTTP/2",
+                    pool.table("tls")
                 ),
             )),
             (UpstreamProtocol::H2c, true) => Some(Problem::hinted(
                 format!(
-                    "protocol \"h2c\" is cleartext HTTP/2, but region {region} speaks TLS to its backends"
+                    "protocol \"h2c\" is cleartext HTTP/2, but {pool} speaks TLS to its backends"
                 ),
                 "use protocol = \"h2\" for HTTP/2 over TLS",
             )),
@@ -154,11 +157,52 @@ impl UpLayer {
                     &field,
                     written,
                     Problem::hinted(
-                        format!("a grpc health check needs HTTP/2, but region {region} speaks HTTP/1.1 to its backends"),
-                        format!("set protocol = \"h2c\" (or \"h2\" with TLS) in [regions.{region}.upstream] or [upstream]"),
+                        format!("a grpc health check needs HTTP/2, but {pool} speaks HTTP/1.1 to its backends"),
+                        format!(
+                            "set protocol = \"h2c\" (or \"h2\" with TLS) in {}",
+                            pool.upstream_tables()
+                        ),
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The pool a check is about, as messages name it: a region's own (`service` is `None`)
+/// or a service's pool in a region.
+pub(crate) struct PoolName<'a> {
+    pub service: Option<&'a str>,
+    pub region: &'a str,
+}
+
+impl PoolName<'_> {
+    /// The pool's own table `name` (`[regions.R.tls]`, `[services.S.regions.R.tls]`).
+    fn table(&self, name: &str) -> String {
+        match self.service {
+            None => format!("[regions.{}.{name}]", self.region),
+            Some(s) => format!("[services.{s}.regions.{}.{name}]", self.region),
+        }
+    }
+
+    /// The `upstream` tables this pool inherits from, most specific first.
+    fn upstream_tables(&self) -> String {
+        match self.service {
+            None => format!("{} or [upstream]", self.table("upstream")),
+            Some(s) => format!(
+                "{}, [services.{s}.upstream], [regions.{}.upstream] or [upstream]",
+                self.table("upstream"),
+                self.region
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for PoolName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.service {
+            None => write!(f, "region {}", self.region),
+            Some(s) => write!(f, "service {s}'s pool in region {}", self.region),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::file::{self, FileConfig, S};
 use crate::model::{
     Config, Dns, Latency, Listeners, LogFormat, Logging, Node, Outlier, Reload, Retry,
 };
-use crate::{limits, regions, routing, tls};
+use crate::{limits, regions, routing, services, tls};
 
 /// The longest ejection (`outlier.base_ejection`, `outlier.max_ejection`). The proxy keeps
 /// ejection deadlines as 32-bit millisecond stamps and reads their differences as signed,
@@ -37,14 +37,18 @@ pub(crate) fn validate(
     cx: &mut Cx<'_>,
     base_dir: Option<&Path>,
 ) -> Option<Config> {
-    let regions = regions::regions(cx, file);
+    let has_services = file.services.as_ref().is_some_and(|s| !s.0.is_empty());
+    let mut validated = regions::regions(cx, file, has_services);
+    let services = services::services(cx, file, &mut validated);
+    let regions = validated.regions;
     let names: Vec<String> = match &file.regions {
         Some(entries) => entries.0.iter().map(|(name, _)| name.clone()).collect(),
         None => Vec::new(),
     };
     let by_name = crate::mesh::unique_names(cx, file, &regions);
     let node = node(cx, &file.node, &names, &by_name, &regions);
-    let listeners = listeners(cx, &file.listeners);
+    let mut listeners = listeners(cx, &file.listeners);
+    services::certificates(cx, file, &mut listeners.https);
     let threads = threads(cx, file.threads.as_ref());
     let timeouts = limits::timeouts(cx, &file.timeouts);
     let logging = logging(cx, &file.logging);
@@ -59,6 +63,12 @@ pub(crate) fn validate(
     let dns = dns(cx, &file.dns);
     let limits = limits::limits(cx, &file.limits);
     let mesh = crate::mesh::mesh(cx, &file.mesh, by_name.len());
+    let public_addresses = regions
+        .iter()
+        .flat_map(|r| &r.instances)
+        .map(|i| i.public.len())
+        .sum();
+    let geodns = crate::geodns::geodns(cx, &file.geodns, public_addresses);
     let admin = limits::admin(
         cx,
         &file.admin,
@@ -87,6 +97,8 @@ pub(crate) fn validate(
         limits,
         admin,
         mesh,
+        geodns,
+        services,
     })
 }
 

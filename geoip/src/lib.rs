@@ -23,6 +23,7 @@
 
 mod cache;
 mod centroids;
+mod corruption;
 mod locator;
 mod record;
 mod types;
@@ -30,9 +31,9 @@ mod values;
 mod verify;
 
 pub use centroids::{at_centroid, country_info};
+pub use corruption::MAX_DEPTH;
+pub use corruption::{Corruption, Section, ValueProblem};
 pub use locator::{
-    DatabaseInfo, GeoIpError, Locator, Override, DBIP_ATTRIBUTION, MAX_DATABASE_BYTES,
+    DatabaseInfo, GeoIpError, Located, Locator, Override, DBIP_ATTRIBUTION, MAX_DATABASE_BYTES,
 };
 pub use types::{great_circle_km, Continent, Coordinates, CountryCode, Location, LocationSource};
-pub use values::MAX_DEPTH;
-pub use verify::{Corruption, Section, ValueProblem};

@@ -9,9 +9,10 @@ use maxminddb::{MaxMindDbError, Reader};
 
 use crate::cache::NetCache;
 use crate::centroids::country_info;
+use crate::corruption::Corruption;
 use crate::record::Record;
 use crate::types::{Coordinates, CountryCode, Location, LocationSource};
-use crate::verify::{verify, Corruption};
+use crate::verify::verify;
 
 /// The DB-IP Country Lite database built into the binary (see `data/README.md`).
 static BUILTIN_DB: &[u8] = include_bytes!("../data/dbip-country-lite.mmdb");
@@ -122,6 +123,15 @@ pub struct Locator {
     info: DatabaseInfo,
     /// Database answers by client network (see [`NetCache`]).
     cache: NetCache,
+}
+
+/// A location and the network it holds for (see [`Locator::locate`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Located {
+    /// The location, as [`Locator::lookup`] gives it.
+    pub location: Option<Location>,
+    /// The prefix length of the network around the address with this same answer.
+    pub prefix_len: u8,
 }
 
 impl Locator {
@@ -249,6 +259,68 @@ impl Locator {
             });
         self.cache.put(ip, prefix_len, answer.as_ref());
         answer
+    }
+
+    /// Locates a client address like [`Locator::lookup`], and says how far the answer
+    /// reaches: the prefix length of the network around `ip` that every address of gets
+    /// the same answer (the database's network for the address, narrowed to the longest
+    /// override inside it, if any). This is what a GeoDNS answer's EDNS Client Subnet
+    /// scope must say (RFC 7871). Bypasses the per-network cache, which does not keep
+    /// prefixes.
+    #[must_use]
+    pub fn locate(&self, ip: IpAddr) -> Located {
+        let ip = ip.to_canonical();
+        let (overrides, bits) = match ip {
+            IpAddr::V4(_) => (&self.overrides_v4, 32u8),
+            IpAddr::V6(_) => (&self.overrides_v6, 128u8),
+        };
+        let (location, base) =
+            if let Some(rule) = overrides.iter().find(|o| o.network.contains(&ip)) {
+                let table = country_info(rule.country);
+                let loc = Location {
+                    country: rule.country,
+                    continent: table.map(|t| t.0),
+                    coordinates: rule.coordinates.or(table.map(|t| t.1)),
+                    source: LocationSource::Override,
+                };
+                (Some(loc), rule.network.prefix_len())
+            } else if ip.is_ipv6() && !self.ipv6_db {
+                (None, 0)
+            } else {
+                let found = match &self.db {
+                    Db::Static(reader) => reader.lookup_prefix::<Record<'_>>(ip),
+                    Db::Loaded(reader) => reader.lookup_prefix::<Record<'_>>(ip),
+                };
+                match found {
+                    Ok((record, prefix)) => (
+                        record.and_then(|r| r.resolve()).map(
+                            |(country, continent, coordinates)| Location {
+                                country,
+                                continent,
+                                coordinates,
+                                source: LocationSource::Database,
+                            },
+                        ),
+                        u8::try_from(prefix).unwrap_or(bits).min(bits),
+                    ),
+                    // Unknown, and said only for this address.
+                    Err(_) => (None, bits),
+                }
+            };
+        // An override inside the answer's network (not around `ip`) answers differently
+        // for its addresses: the answer holds only for networks as narrow as it.
+        let network = IpNet::new(ip, base).map(|n| n.trunc()).ok();
+        let narrowest = overrides
+            .iter()
+            .filter(|o| o.network.prefix_len() > base)
+            .filter(|o| network.is_some_and(|n| n.contains(&o.network.network())))
+            .map(|o| o.network.prefix_len())
+            .max()
+            .unwrap_or(base);
+        Located {
+            location,
+            prefix_len: narrowest,
+        }
     }
 
     /// What database this locator reads.

@@ -5,11 +5,8 @@
 //! nesting (maps, arrays and pointers followed) stops at [`MAX_DEPTH`], strings are UTF-8
 //! and map keys are strings. Work is bounded by a budget proportional to the section size.
 
-use crate::verify::{Corruption, Section, ValueProblem};
-
-/// The deepest a value may nest: maps, arrays and pointers followed each count a level.
-/// GeoIP2 City records nest about six levels deep.
-pub const MAX_DEPTH: usize = 32;
+pub use crate::corruption::MAX_DEPTH;
+use crate::corruption::{Corruption, Section, ValueProblem};
 
 /// The type of a value, as its control byte(s) give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

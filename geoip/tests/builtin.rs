@@ -4,8 +4,11 @@
 mod common;
 
 use common::{cc, ip};
+use std::net::IpAddr;
+
 use meridian_geoip::{
-    country_info, great_circle_km, Continent, LocationSource, Locator, DBIP_ATTRIBUTION,
+    country_info, great_circle_km, Continent, CountryCode, LocationSource, Locator, Override,
+    DBIP_ATTRIBUTION,
 };
 
 fn builtin() -> Locator {
@@ -142,4 +145,61 @@ fn cached_answers_match_fresh_lookups_across_each_network() {
         }
     }
     assert_eq!(compared, 3012);
+}
+
+/// `locate` says how far an answer reaches: every address of the network it names gets
+/// the same location (checked at both ends and in the middle), for well-known addresses
+/// of both families.
+#[test]
+fn located_networks_hold_the_same_answer_throughout() {
+    let locator = builtin();
+    for ip in [
+        "81.2.69.160",
+        "1.0.16.1",
+        "8.8.8.8",
+        "2001:4860:4860::8888",
+        "192.168.1.1",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        let found = locator.locate(ip);
+        assert_eq!(found.location, locator.lookup(ip), "{ip}");
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        assert!(found.prefix_len <= max, "{ip}: /{}", found.prefix_len);
+        let net = ipnet::IpNet::new(ip, found.prefix_len).unwrap().trunc();
+        let hosts: Vec<IpAddr> = match net {
+            ipnet::IpNet::V4(n) => vec![n.network().into(), n.broadcast().into()],
+            ipnet::IpNet::V6(n) => vec![n.network().into(), n.broadcast().into()],
+        };
+        for other in hosts {
+            assert_eq!(
+                locator.lookup(other),
+                found.location,
+                "{ip} /{} vs {other}",
+                found.prefix_len
+            );
+        }
+    }
+    // A country-level database answers for networks wider than one address.
+    let gb = locator.locate("81.2.69.160".parse().unwrap());
+    assert!(gb.prefix_len < 32 && gb.prefix_len >= 8, "{gb:?}");
+}
+
+/// An override narrows the reach of the answers around it: inside the database network
+/// that contains it, answers hold only for networks as narrow as the override.
+#[test]
+fn overrides_narrow_the_located_network() {
+    let plain = builtin().locate("81.2.69.1".parse().unwrap());
+    assert!(plain.prefix_len < 24, "{plain:?}");
+    let rule = Override {
+        network: "81.2.69.128/25".parse().unwrap(),
+        country: CountryCode::parse("JP").unwrap(),
+        coordinates: None,
+    };
+    let locator = Locator::builtin(vec![rule]).unwrap();
+    let outside = locator.locate("81.2.69.1".parse().unwrap());
+    assert_eq!(outside.location, plain.location);
+    assert_eq!(outside.prefix_len, 25, "{outside:?}");
+    let inside = locator.locate("81.2.69.200".parse().unwrap());
+    assert_eq!(inside.location.unwrap().country.as_str(), "JP");
+    assert_eq!(inside.prefix_len, 25);
 }

@@ -206,6 +206,7 @@ pub async fn serve(
             return;
         };
         let (tls, key, published) = (tls.clone(), key.clone(), published.clone());
+        let mut stop = shutdown.clone();
         let stream = Counting {
             inner: stream,
             bytes: bytes.clone(),
@@ -219,17 +220,26 @@ pub async fn serve(
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
-            let served = match tls {
-                None => http.serve_connection(TokioIo::new(stream), service).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
-                        _ => {
-                            tracing::debug!(%peer, "mesh listener: TLS handshake failed");
-                            return;
+            let serving = async {
+                match tls {
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                            _ => {
+                                tracing::debug!(%peer, "mesh listener: TLS handshake failed");
+                                Ok(())
+                            }
                         }
                     }
                 }
+            };
+            // A stopping instance leaves the mesh at once: its kept-alive connections
+            // close with it, so peers stop hearing from it (and, after an upgrade, reach
+            // the new process).
+            let served = tokio::select! {
+                s = serving => s,
+                _ = stop.changed() => Ok(()),
             };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "mesh connection ended");

@@ -43,6 +43,11 @@ pub struct RegionReport {
 pub struct BackendReport {
     /// Stable ID: `region/address`.
     pub id: String,
-    /// Whether it may take requests (probes pass, not ejected).
+    /// Whether it may take requests (probes pass, not ejected, not drained or in
+    /// maintenance).
     pub usable: bool,
+    /// What its operator set it to (`ready`, `drain`, `maintenance`); absent from
+    /// instances that predate runtime states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }

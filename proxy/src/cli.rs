@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`, `--version` (and the hidden
+//! The command line: `run`, `check`, `ctl`, `demo`, `--version` (and the hidden
 //! `generate-assets` for packaging).
 
 use std::net::SocketAddr;
@@ -66,6 +66,19 @@ pub enum Command {
         /// Where the demo admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Where the demo GeoDNS listens (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:8053")]
+        dns: SocketAddr,
+    },
+    /// Drive a running instance through its admin API: drain, maintenance, ready and
+    /// weight for a backend or a service's region, reload, status.
+    Ctl {
+        /// Where the admin API is.
+        #[command(flatten)]
+        connection: crate::ctl::Connection,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ctl::CtlCommand,
     },
     /// Write the man pages and shell completions into a directory (for packaging).
     #[command(hide = true)]
@@ -73,6 +86,18 @@ pub enum Command {
         /// The directory (`man/` and `completions/` are made in it).
         dir: PathBuf,
     },
+}
+
+/// Ends this process when its parent is gone (the demo's instances: they must not outlive
+/// the demo, however it ended).
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    });
 }
 
 /// The overrides of `--node` (or `MERIDIAN_NODE`).
@@ -91,14 +116,18 @@ pub fn check(path: &std::path::Path, overrides: &meridian_config::Overrides) -> 
     match meridian_config::load_with(path, overrides) {
         Ok(config) => match build_locator(&config) {
             Ok(locator) => {
-                let backends: usize = config.regions.iter().map(|r| r.backends.len()).sum();
+                let backends = config.backends().count();
+                let services = match config.services.as_slice() {
+                    [one] if one.implicit => String::new(),
+                    all => format!("{} services, ", all.len()),
+                };
                 let db = locator
                     .info()
                     .path
                     .as_ref()
                     .map_or_else(|| "built-in DB-IP".to_string(), |p| p.display().to_string());
                 println!(
-                    "{}: ok: node {} in {}, {} regions, {} backends, {} listeners, geoip {}",
+                    "{}: ok: node {} in {}, {} regions, {services}{} backends, {} listeners, geoip {}",
                     path.display(),
                     config.node.name,
                     config.node.region,
@@ -150,7 +179,17 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen, admin } => match crate::demo::run(listen, admin) {
+        Command::Ctl {
+            connection,
+            command,
+        } => match crate::ctl::run(&connection, &command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian ctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { listen, admin, dns } => match crate::demo::run(listen, admin, dns) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("meridian demo: {e:#}");
@@ -165,6 +204,9 @@ pub fn main() -> ExitCode {
             pid_file,
             grace_period,
         } => {
+            if std::env::var_os(crate::demo::EXIT_WITH_PARENT).is_some() {
+                exit_with_parent();
+            }
             let overrides = overrides(node);
             let cfg = match meridian_config::load_with(&config, &overrides) {
                 Ok(c) => c,

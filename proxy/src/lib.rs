@@ -5,12 +5,14 @@
 //! `docs/architecture.md`): [`edge`] (listeners, TLS, PROXY protocol) → [`request`] (the
 //! `ProxyHttp` service, client address, upstream peer, retries) → the routing core;
 //! [`health`] probes backends, [`control`] holds the instance and reloads it, [`observe`]
-//! exposes it; [`server`] assembles the whole and [`cli`] runs it.
+//! exposes it; [`server`] assembles the whole and [`cli`] runs it ([`ctl`] drives a running
+//! one).
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub(crate) mod control;
+pub(crate) mod ctl;
 pub(crate) mod demo;
 pub(crate) mod edge;
 pub(crate) mod generate;
@@ -21,4 +23,5 @@ pub(crate) mod server;
 
 pub use control::instance::{Active, Instance};
 pub use request::client;
+pub use request::service::route;
 pub use server::{build, ProcessOptions};

@@ -135,9 +135,23 @@ fn small_service<A: pingora::apps::ServerApp + Send + Sync + 'static>(
     service
 }
 
-/// Builds the server; call `run` on it. Fails only when a listener's certificate cannot be
-/// loaded.
-pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, CertError> {
+/// Why the server cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A listener's certificate cannot be loaded.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The GeoDNS sockets cannot be bound (`geodns.listen`).
+    #[error("geodns.listen: {0}")]
+    GeoDnsListen(#[from] meridian_dns::ServeError),
+    /// The GeoDNS zones cannot be compiled.
+    #[error("geodns.zones: {0}")]
+    GeoDnsZones(#[from] meridian_dns::DnsError),
+}
+
+/// Builds the server; call `run` on it. Fails when a listener's certificate cannot be
+/// loaded or the GeoDNS sockets cannot be bound.
+pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, BuildError> {
     let active = inst.active();
     let cfg = &active.routing.config;
     let certs: Vec<Arc<CertResolver>> = cert_sets(&cfg.listeners.https)?
@@ -190,6 +204,25 @@ pub fn build(inst: Arc<Instance>, opts: &ProcessOptions) -> Result<Server, CertE
         "mesh",
         crate::control::mesh::MeshService::new(inst.clone(), inst.mesh.clone()),
     ));
+    if !cfg.geodns.enabled() {
+        inst.readiness
+            .mark(crate::control::readiness::Condition::GeoDnsViewed);
+    } else {
+        let listeners = meridian_dns::Listeners::bind(&cfg.geodns.listen, cfg.geodns.threads)?;
+        let ready = inst.readiness.clone();
+        let answerer = Arc::new(meridian_dns::Answerer::new(
+            meridian_dns::DnsMetrics::register(&inst.registry),
+            active.clone(),
+            move || ready.is_ready(),
+        )?);
+        let _ = inst.geodns.set(answerer.clone());
+        let mut service = background_service(
+            "geodns",
+            crate::control::geodns::GeoDnsService::new(inst.clone(), answerer, listeners),
+        );
+        service.threads = Some(cfg.geodns.threads);
+        server.add_service(service);
+    }
     server.add_service(background_service(
         "overload sampler",
         Sampler(inst.overload.clone()),

@@ -12,9 +12,11 @@ use crate::snapshot::{RegionPool, Snapshot};
 /// The backend chosen for one attempt: indices into the snapshot it was made in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
+    /// Service index.
+    pub service: u16,
     /// Region index.
     pub region: u16,
-    /// Member index within the region.
+    /// Member index within the service's pool in the region.
     pub member: u16,
 }
 
@@ -49,10 +51,38 @@ impl Tried {
 }
 
 impl Snapshot {
-    /// Steers and ranks: the candidate regions for a client at `loc`, best first (see
-    /// [`crate::plan`]).
-    pub fn plan(&self, loc: Option<&meridian_geoip::Location>) -> Plan {
-        plan::plan(self.view(), &self.country_table, loc)
+    /// The service of a request to `host` (its `Host` or URI authority) and `path`;
+    /// `None` when no route matches and there is no default service (see [`crate::routes`]).
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.routes.route(host, path).map(usize::from)
+    }
+
+    /// Steers and ranks: the candidate regions of service `service` for a client at `loc`,
+    /// best first (see [`crate::plan`]).
+    pub fn plan(&self, service: usize, loc: Option<&meridian_geoip::Location>) -> Plan {
+        let Some(s) = self.services.get(service) else {
+            return Plan::default();
+        };
+        let mut plan = plan::plan(self.view(service), &s.country_table, loc);
+        plan.service = service as u16;
+        plan
+    }
+
+    /// The candidate regions of service `service` for a client at `loc` as any instance
+    /// would rank them (see [`plan::plan_anywhere`]): what GeoDNS answers from.
+    pub fn plan_anywhere(&self, service: usize, loc: Option<&meridian_geoip::Location>) -> Plan {
+        let Some(s) = self.services.get(service) else {
+            return Plan::default();
+        };
+        let mut plan = plan::plan_anywhere(
+            self.view(service),
+            self.local,
+            &self.config_order,
+            &s.country_table_anywhere,
+            loc,
+        );
+        plan.service = service as u16;
+        plan
     }
 
     /// The next backend for a request: in the first region of `plan` (from where `tried`
@@ -70,8 +100,12 @@ impl Snapshot {
         now: Instant,
     ) -> Option<Pick> {
         let panic_threshold = self.config.outlier.panic_threshold;
+        let pools = self.services.get(usize::from(plan.service))?;
         while let Some(&ri) = plan.regions.get(tried.region_pos) {
-            let region = &self.regions[usize::from(ri)];
+            let Some(region) = pools.regions.get(usize::from(ri)).and_then(Option::as_ref) else {
+                tried.region_pos += 1;
+                continue;
+            };
             let in_region = tried.in_region(ri);
             let (tier_usable, tier_members) = region.state.tier_counts();
             let input = PickInput {
@@ -86,9 +120,11 @@ impl Snapshot {
                 ),
                 allow_unknown: region.state.usable() == 0,
                 max_tier: region.state.active_tier(),
+                slow_start_ms: region.slow_start_ms,
             };
             if let Some(mi) = pick_in(region, &input) {
                 let pick = Pick {
+                    service: plan.service,
                     region: ri,
                     member: mi as u16,
                 };
@@ -100,10 +136,46 @@ impl Snapshot {
         None
     }
 
-    /// The region and member a pick names.
+    /// The pool and member a pick names.
     pub fn picked(&self, pick: Pick) -> Option<(&RegionPool, &Member)> {
-        let region = self.regions.get(usize::from(pick.region))?;
+        let region = self.pool(usize::from(pick.service), usize::from(pick.region))?;
         Some((region, region.members.get(usize::from(pick.member))?))
+    }
+
+    /// The sticky session's backend for a request's first attempt: `target` (a region and
+    /// member of the plan's service, from its cookie) when the plan allows its region and
+    /// it can take the request — ready and usable, or draining but healthy when sessions
+    /// stay on draining backends (`keep_draining`). Recorded in `tried` like any pick, so
+    /// that a retry goes elsewhere.
+    pub fn pinned(
+        &self,
+        plan: &Plan,
+        tried: &mut Tried,
+        target: (u16, u16),
+        keep_draining: bool,
+        now: Instant,
+    ) -> Option<Pick> {
+        let (ri, mi) = target;
+        if tried.count() > 0 || !plan.regions.contains(&ri) {
+            return None;
+        }
+        let pick = Pick {
+            service: plan.service,
+            region: ri,
+            member: mi,
+        };
+        let (_, m) = self.picked(pick)?;
+        let s = &m.state;
+        let ok = match s.admin() {
+            crate::admin::AdminState::Ready => s.healthy(now),
+            crate::admin::AdminState::Drain => keep_draining && s.healthy(now),
+            crate::admin::AdminState::Maintenance => false,
+        };
+        if !ok {
+            return None;
+        }
+        tried.picks.push(pick);
+        Some(pick)
     }
 }
 
@@ -134,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn retries_walk_the_region_then_the_next_region_then_give_up() {
         let snap = snapshot();
-        let plan = snap.plan(None);
+        let plan = snap.plan(0, None);
         let mut tried = Tried::default();
         let now = Instant::now();
         let first = snap.next_backend(&plan, &mut tried, None, now).unwrap();
@@ -145,6 +217,7 @@ mod tests {
         assert_eq!(
             third,
             Pick {
+                service: 0,
                 region: 1,
                 member: 0
             },
@@ -159,7 +232,7 @@ mod tests {
     async fn a_region_with_nothing_probed_yet_is_tried_a_dead_one_skipped() {
         let snap = snapshot();
         let set = |region: usize, h: Health| {
-            for m in &snap.regions[region].members {
+            for m in &snap.pool(0, region).unwrap().members {
                 m.state.health.set(h);
             }
         };
@@ -167,7 +240,7 @@ mod tests {
         set(0, Health::Unknown);
         set(1, Health::Unknown);
         snap.measure(Instant::now());
-        let plan = snap.plan(None);
+        let plan = snap.plan(0, None);
         let pick = snap.next_backend(&plan, &mut Tried::default(), None, Instant::now());
         assert_eq!(pick.map(|p| p.region), Some(0), "not probed yet: tried");
         set(0, Health::Down);

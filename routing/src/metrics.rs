@@ -3,6 +3,8 @@
 //! created, so the request path only bumps pre-resolved counters.
 
 use prometheus::core::Collector;
+
+use crate::admin::AdminState;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -73,6 +75,10 @@ pub struct RoutingMetrics {
     failovers: IntCounterVec,
     client_requests: IntCounterVec,
     region_healthy: IntGaugeVec,
+    service_usable: IntGaugeVec,
+    service_requests: IntCounterVec,
+    backend_state: IntGaugeVec,
+    backend_weight: IntGaugeVec,
 }
 
 impl std::fmt::Debug for RoutingMetrics {
@@ -160,8 +166,32 @@ impl RoutingMetrics {
             region_healthy: gauge_vec(
                 r,
                 "meridian_region_healthy_backends",
-                "Usable backends per region",
+                "Usable backends per region (every service's)",
                 &["region"],
+            ),
+            service_usable: gauge_vec(
+                r,
+                "meridian_service_usable_backends",
+                "Usable backends of a service's pool in a region",
+                &["service", "region"],
+            ),
+            service_requests: counter_vec(
+                r,
+                "meridian_service_requests_total",
+                "Requests by service and status class",
+                &["service", "class"],
+            ),
+            backend_state: gauge_vec(
+                r,
+                "meridian_backend_admin_state",
+                "1 for the state an operator set a backend to (ready, drain, maintenance)",
+                &["region", "backend", "state"],
+            ),
+            backend_weight: gauge_vec(
+                r,
+                "meridian_backend_weight",
+                "A backend's weight now: configured or set at run time, times its slow-start share",
+                &["region", "backend"],
             ),
         }
     }
@@ -186,6 +216,11 @@ impl RoutingMetrics {
                 .with_label_values(&[region, backend, "failure"]),
             probe_rtt: self.probe_rtt.with_label_values(&labels),
             ejections: self.ejections.with_label_values(&labels),
+            admin_state: AdminState::ALL.map(|st| {
+                self.backend_state
+                    .with_label_values(&[region, backend, st.as_str()])
+            }),
+            weight: self.backend_weight.with_label_values(&labels),
         }
     }
 
@@ -197,6 +232,12 @@ impl RoutingMetrics {
         let _ = self.backend_up.remove_label_values(&[region, backend]);
         let _ = self.probe_rtt.remove_label_values(&[region, backend]);
         let _ = self.ejections.remove_label_values(&[region, backend]);
+        let _ = self.backend_weight.remove_label_values(&[region, backend]);
+        for st in AdminState::ALL {
+            let _ = self
+                .backend_state
+                .remove_label_values(&[region, backend, st.as_str()]);
+        }
         for result in ["success", "failure"] {
             let _ = self
                 .health_checks
@@ -204,14 +245,28 @@ impl RoutingMetrics {
         }
     }
 
-    /// Pre-resolved handles for one region.
-    pub fn region(&self, region: &str) -> RegionMetrics {
+    /// Pre-resolved handles for one service's pool in one region (the latency, retry and
+    /// client counters are the region's, shared by its pools).
+    pub fn region(&self, region: &str, service: &str) -> RegionMetrics {
         RegionMetrics {
             upstream_latency: self.upstream_latency.with_label_values(&[region]),
             retries: self.retries.with_label_values(&[region]),
-            healthy: self.region_healthy.with_label_values(&[region]),
+            healthy: self.service_usable.with_label_values(&[service, region]),
             by_continent: CONTINENT_LABELS
                 .map(|c| self.client_requests.with_label_values(&[c, region])),
+        }
+    }
+
+    /// The gauge of a region's usable backends, every service's together.
+    pub fn region_usable(&self, region: &str) -> IntGauge {
+        self.region_healthy.with_label_values(&[region])
+    }
+
+    /// Pre-resolved handles for one service.
+    pub fn service(&self, service: &str) -> ServiceMetrics {
+        ServiceMetrics {
+            requests: STATUS_CLASSES
+                .map(|class| self.service_requests.with_label_values(&[service, class])),
         }
     }
 
@@ -237,27 +292,63 @@ pub struct BackendMetrics {
     pub probe_rtt: Gauge,
     /// Passive ejections.
     pub ejections: IntCounter,
+    /// 1 for the operator's state, by [`AdminState::ALL`] order.
+    pub admin_state: [IntGauge; 3],
+    /// The weight now.
+    pub weight: IntGauge,
 }
 
 impl BackendMetrics {
+    /// Shows the operator's state and the backend's full weight.
+    pub fn set_admin(&self, state: AdminState, weight: u32) {
+        for (st, g) in AdminState::ALL.iter().zip(&self.admin_state) {
+            g.set(i64::from(*st == state));
+        }
+        self.weight.set(i64::from(weight));
+    }
+
     /// Counts a response status (`None`: no response at all).
     pub fn count_status(&self, status: Option<u16>) {
-        let idx = match status {
-            Some(s @ 100..=599) => usize::from(s / 100 - 1),
-            _ => 5,
-        };
-        self.requests[idx].inc();
+        self.requests[class_index(status)].inc();
     }
 }
 
-/// Handles for one region's series.
+/// Handles for one service's series.
+#[derive(Clone)]
+pub struct ServiceMetrics {
+    /// Requests by status class (see [`STATUS_CLASSES`]).
+    pub requests: [IntCounter; 6],
+}
+
+impl std::fmt::Debug for ServiceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceMetrics")
+    }
+}
+
+impl ServiceMetrics {
+    /// Counts a response status (`None`: no response at all).
+    pub fn count_status(&self, status: Option<u16>) {
+        self.requests[class_index(status)].inc();
+    }
+}
+
+/// The index in [`STATUS_CLASSES`] of a status (`None`: no response).
+fn class_index(status: Option<u16>) -> usize {
+    match status {
+        Some(s @ 100..=599) => usize::from(s / 100 - 1),
+        _ => 5,
+    }
+}
+
+/// Handles for one pool's series.
 #[derive(Clone)]
 pub struct RegionMetrics {
     /// Upstream response-header latency.
     pub upstream_latency: Histogram,
     /// Retries away from this region's backends.
     pub retries: IntCounter,
-    /// Usable backends.
+    /// Usable backends of the pool.
     pub healthy: IntGauge,
     /// Requests by client continent (see [`CONTINENT_LABELS`]).
     pub by_continent: [IntCounter; 8],
@@ -300,7 +391,7 @@ mod tests {
         b.count_status(Some(204));
         b.count_status(Some(503));
         b.count_status(None);
-        m.region("eu-west").count_client(Some("EU"));
+        m.region("eu-west", "default").count_client(Some("EU"));
         m.failover_counter("us-east", "eu-west").inc();
         let text = encode(&registry);
         assert!(text.contains(

@@ -65,4 +65,7 @@ pub struct Admin {
     /// Host names the admin API answers to besides IP literals and `localhost` (a
     /// defence against DNS rebinding).
     pub hosts: Vec<String>,
+    /// Where runtime backend states (drain, maintenance, weight) are kept across
+    /// restarts; `None`: they last as long as the process.
+    pub state_file: Option<std::path::PathBuf>,
 }

@@ -5,21 +5,31 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+mod geodns;
 mod limits;
 mod mesh;
+mod pool;
 mod secrets;
+mod services;
 mod upstream;
 
+pub use geodns::{GeoDns, RecordData, StaticRecord, Zone};
 pub use limits::{Admin, Limits, Timeouts};
 pub use mesh::{Instance, Mesh, MeshTls, Reach};
+pub use pool::{
+    Backend, BackendAddress, Balance, ClientCertificate, HashKey, HealthCheck, ProbeKind,
+    UpstreamTls,
+};
 pub use secrets::{PrivateKey, Secret};
+pub use services::{
+    DrainingSessions, HostPattern, Pool, SameSite, Service, Sticky, IMPLICIT_SERVICE,
+};
 pub use upstream::{GrpcMethod, Upstream, UpstreamProtocol, GRPC_CODE_NAMES};
 
 /// A fully validated Meridian configuration.
@@ -62,6 +72,11 @@ pub struct Config {
     pub admin: Admin,
     /// How the instances of every region know each other.
     pub mesh: Mesh,
+    /// The authoritative GeoDNS server (off by default).
+    pub geodns: GeoDns,
+    /// The services and their routes (at least one: a file without `[services.*]` has
+    /// the implicit service [`IMPLICIT_SERVICE`] of the regions' backends).
+    pub services: Vec<Service>,
 }
 
 impl Config {
@@ -75,10 +90,20 @@ impl Config {
 
     /// Whether any backend is a DNS name (host name or SRV).
     pub fn uses_dns(&self) -> bool {
-        self.regions
+        self.backends().any(|b| b.address.as_static().is_none())
+    }
+
+    /// Every configured backend entry of every service's pools.
+    pub fn backends(&self) -> impl Iterator<Item = &Backend> {
+        self.services
             .iter()
-            .flat_map(|r| &r.backends)
-            .any(|b| b.address.as_static().is_none())
+            .flat_map(|s| &s.pools)
+            .flat_map(|p| &p.backends)
+    }
+
+    /// Looks a service up by name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
     }
 
     /// Looks a region up by name.
@@ -109,6 +134,7 @@ impl Config {
         c.listeners.http.clear();
         c.listeners.redirect_http.clear();
         c.listeners.admin = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        c.geodns.listen.clear();
         let text = format!("{c:?}");
         let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -182,34 +208,6 @@ pub struct ServerCertificate {
     pub key: PrivateKey,
 }
 
-/// TLS to a region's backends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTls {
-    /// The server name sent and verified; the backend's IP (or host name) when `None`.
-    pub sni: Option<String>,
-    /// The CA file the backends' certificates are verified against (system roots if `None`).
-    pub ca_file: Option<PathBuf>,
-    /// The CA certificates read from `ca_file`.
-    pub ca: Vec<CertificateDer<'static>>,
-    /// A client certificate presented to the backends.
-    pub client_cert: Option<ClientCertificate>,
-    /// Skip certificate verification entirely (explicit opt-in; warned about at load).
-    pub insecure_skip_verify: bool,
-}
-
-/// A client certificate chain and key for upstream mutual TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertificate {
-    /// The chain file (PEM), leaf first.
-    pub cert_file: PathBuf,
-    /// The key file (PEM).
-    pub key_file: PathBuf,
-    /// The chain as read.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The key as read.
-    pub key: PrivateKey,
-}
-
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logging {
@@ -249,61 +247,14 @@ pub struct Region {
     pub tls: Option<UpstreamTls>,
     /// The protocol spoken to the backends and how HTTP/2 connections are shared.
     pub upstream: Upstream,
+    /// A backend that becomes usable ramps its weight up over this window (`None`: off).
+    /// With services, this and `balance`, `health` and `tls` are the defaults of every
+    /// service's pool in the region.
+    pub slow_start: Option<Duration>,
     /// The Meridian instances running in this region (the mesh, GeoDNS answers).
     pub instances: Vec<Instance>,
     /// How other regions' instances reach this region.
     pub reach: Reach,
-}
-
-/// One upstream backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    /// The backend's address: static, or a DNS name resolved at run time.
-    pub address: BackendAddress,
-    /// Relative weight, >= 1. Every address a host name resolves to gets it; an SRV
-    /// target gets it times the record's weight (capped at 1000).
-    pub weight: u32,
-    /// A backup: used only while none of the region's primary backends is usable (an SRV
-    /// name's higher-priority groups are backups of its lower ones in the same way).
-    pub backup: bool,
-}
-
-/// Where a backend is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BackendAddress {
-    /// A literal IP and port.
-    Static(SocketAddr),
-    /// A host name and port, resolved (A and AAAA) and re-resolved on the record TTL;
-    /// every address becomes a backend.
-    Host {
-        /// The DNS name, lower-case, without a trailing dot.
-        name: String,
-        /// The port.
-        port: u16,
-    },
-    /// A DNS SRV name such as `_http._tcp.api.example.internal`; every target's
-    /// addresses, on the record's port, become backends.
-    Srv(String),
-}
-
-impl BackendAddress {
-    /// The static address, if this is one.
-    pub fn as_static(&self) -> Option<SocketAddr> {
-        match self {
-            BackendAddress::Static(a) => Some(*a),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for BackendAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BackendAddress::Static(a) => write!(f, "{a}"),
-            BackendAddress::Host { name, port } => write!(f, "{name}:{port}"),
-            BackendAddress::Srv(name) => write!(f, "srv:{name}"),
-        }
-    }
 }
 
 /// DNS resolution of backend names.
@@ -322,91 +273,6 @@ pub struct Dns {
     /// Link-local, metadata (169.254.169.254, fd00:ec2::254), unspecified, multicast and
     /// broadcast addresses are always dropped.
     pub allow_loopback: bool,
-}
-
-/// Load-balancing algorithm within a region's pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
-    /// Power of two choices over peak-EWMA latency × (in-flight + 1). The default.
-    P2cPeakEwma,
-    /// Plain round robin, ignoring weights.
-    RoundRobin,
-    /// Smooth weighted round robin.
-    Weighted,
-    /// Fewest in-flight requests (ties broken by weight).
-    LeastConnections,
-    /// Consistent hashing on a request key, for session affinity.
-    ConsistentHash(HashKey),
-}
-
-impl Balance {
-    /// The config spelling (`balance = "..."`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Balance::P2cPeakEwma => "p2c_ewma",
-            Balance::RoundRobin => "round_robin",
-            Balance::Weighted => "weighted",
-            Balance::LeastConnections => "least_connections",
-            Balance::ConsistentHash(_) => "consistent_hash",
-        }
-    }
-}
-
-impl std::fmt::Display for Balance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The request key for consistent hashing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// A request header's value (name stored lower-case).
-    Header(String),
-    /// A cookie's value.
-    Cookie(String),
-    /// The client IP (after trusted-proxy resolution).
-    ClientIp,
-}
-
-/// Active health check settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// What a probe does.
-    pub kind: ProbeKind,
-    /// Time between probes of one backend.
-    pub interval: Duration,
-    /// How long one probe may take.
-    pub timeout: Duration,
-    /// Consecutive successes that bring a down backend up.
-    pub rise: u32,
-    /// Consecutive failures that take an up backend down.
-    pub fall: u32,
-}
-
-/// What a health probe does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeKind {
-    /// `GET path` (over the region's upstream protocol); healthy when the status is in
-    /// `expect`.
-    Http {
-        /// Request path, starting with `/`.
-        path: String,
-        /// Optional `Host` header (defaults to the backend address).
-        host: Option<String>,
-        /// Accepted status codes, e.g. 200..=399.
-        expect: RangeInclusive<u16>,
-    },
-    /// A TCP connect; healthy when it succeeds.
-    Tcp,
-    /// A gRPC `grpc.health.v1.Health/Check` call over HTTP/2; healthy when it answers
-    /// `SERVING`.
-    Grpc {
-        /// The service asked about (`""`: the server as a whole).
-        service: String,
-        /// Optional `:authority` (defaults to the backend address).
-        authority: Option<String>,
-    },
 }
 
 /// Where client locations come from.

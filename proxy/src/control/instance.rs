@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use meridian_config::Config;
 use meridian_geoip::{CountryCode, Locator, Override};
+use meridian_routing::admin::{Runtime, RuntimeSettings};
 use meridian_routing::answers::Answers;
 use meridian_routing::budget::RetryBudget;
 use meridian_routing::{RoutingMetrics, Snapshot};
@@ -32,6 +33,12 @@ pub struct Active {
     pub identity: Identity,
 }
 
+impl AsRef<meridian_routing::Snapshot> for Active {
+    fn as_ref(&self) -> &meridian_routing::Snapshot {
+        &self.routing
+    }
+}
+
 impl Active {
     /// Builds the next active state of `config` over `previous` (carrying live state by ID
     /// and reusing upstream TLS state whose settings did not change).
@@ -41,6 +48,7 @@ impl Active {
         previous: Option<&Active>,
         metrics: &RoutingMetrics,
         answers: &Answers,
+        runtime: &RuntimeSettings,
     ) -> Result<Active, TlsError> {
         let upstreams = Upstreams::build(&config, previous.map(|p| &p.upstreams))?;
         let identity = Identity::of(&config);
@@ -50,6 +58,7 @@ impl Active {
             previous.map(|p| &p.routing),
             metrics,
             answers,
+            runtime,
         );
         Ok(Active {
             routing,
@@ -125,20 +134,30 @@ pub struct Instance {
     pub overload: Arc<Overload>,
     /// The mesh of instances: what this instance knows of its peers.
     pub mesh: Arc<meridian_mesh::Mesh>,
+    /// The GeoDNS answerer, when `[geodns]` is on (set once by `server::build`).
+    pub geodns: std::sync::OnceLock<Arc<meridian_dns::Answerer>>,
+    /// What the operator set at run time (drain, maintenance, weights), by stable ID.
+    pub runtime: Runtime,
 }
 
 impl Instance {
-    /// Builds the first snapshot from `config`.
+    /// Builds the first snapshot from `config`, with the runtime settings of its state
+    /// file (`admin.state_file`), if it has one.
     pub fn new(config: Config) -> Result<Arc<Instance>, LocatorError> {
         let locator = Arc::new(build_locator(&config)?);
         let registry = Registry::new();
         let routing_metrics = RoutingMetrics::register(&registry);
+        let settings = match &config.admin.state_file {
+            Some(path) => super::state_file::read_state(path),
+            None => RuntimeSettings::default(),
+        };
         let active = Active::build(
             Arc::new(config),
             locator,
             None,
             &routing_metrics,
             &Answers::new(),
+            &settings,
         )?;
         let generation = gauge(
             &registry,
@@ -167,7 +186,9 @@ impl Instance {
             retry_budget: RetryBudget::default(),
             overload,
             mesh,
+            geodns: std::sync::OnceLock::new(),
             registry,
+            runtime: Runtime::new(settings),
         }))
     }
 

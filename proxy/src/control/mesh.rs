@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::instance::{Active, Instance};
+use super::readiness::Condition;
+use meridian_routing::RegionPool;
 
 /// Why the mesh's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -95,19 +97,37 @@ pub fn settings(config: &Config) -> Result<Option<Settings>, MeshTlsError> {
     }))
 }
 
-/// This instance's document: identity, readiness and its own region's backends.
+/// This instance's document: identity, readiness and its own region's backends (every
+/// service's), with what the operator set them to.
 pub fn document(inst: &Instance, active: &Active, digest: &str, view: &MeshView) -> NodeState {
     let snap = &active.routing;
     let now = Instant::now();
-    let local = snap.regions.get(snap.local);
-    let backends: Vec<BackendReport> = local
+    let local: Vec<&RegionPool> = snap
+        .pools()
+        .filter(|(_, ri, _)| *ri == snap.local)
+        .map(|(_, _, p)| p)
+        .collect();
+    let mut backends: Vec<BackendReport> = local
         .iter()
         .flat_map(|r| &r.members)
         .map(|m| BackendReport {
             id: m.state.id.to_string(),
             usable: m.state.usable(now),
+            state: Some(m.state.admin().as_str().to_owned()),
         })
         .collect();
+    backends.sort_by(|a, b| a.id.cmp(&b.id));
+    backends.dedup_by(|a, b| a.id == b.id);
+    let measured: Vec<u32> = local
+        .iter()
+        .map(|r| r.state.measured_us())
+        .filter(|us| *us > 0)
+        .collect();
+    let latency_ms = if measured.is_empty() {
+        0.0
+    } else {
+        measured.iter().map(|us| f64::from(*us)).sum::<f64>() / measured.len() as f64 / 1e3
+    };
     NodeState {
         name: snap.config.node.name.clone(),
         region: snap.config.node.region.clone(),
@@ -118,7 +138,7 @@ pub fn document(inst: &Instance, active: &Active, digest: &str, view: &MeshView)
         region_health: RegionReport {
             usable: backends.iter().filter(|b| b.usable).count() as u32,
             total: backends.len() as u32,
-            latency_ms: local.map_or(0.0, |r| f64::from(r.state.measured_us()) / 1e3),
+            latency_ms,
             backends,
         },
         unreachable: view.unreachable(),
@@ -139,14 +159,8 @@ pub fn can_serve(view: &MeshView, name: &str) -> Option<bool> {
 /// Applies `view` to `active`'s remote regions.
 pub fn apply(view: &MeshView, active: &Active) {
     let snap = &active.routing;
-    for (ri, region) in snap.regions.iter().enumerate() {
+    for (_, ri, region) in snap.pools() {
         if ri == snap.local {
-            continue;
-        }
-        if region.relay {
-            for m in &region.members {
-                m.state.set_remote(can_serve(view, &m.state.host));
-            }
             continue;
         }
         // The freshest report of an instance of the region that the mesh holds up.
@@ -156,6 +170,16 @@ pub fn apply(view: &MeshView, active: &Active) {
             .filter(|p| *p.region == *region.name && !p.down)
             .filter_map(|p| Some((p.state.as_ref()?, p.age?, p.rtt)))
             .min_by_key(|(_, age, _)| *age);
+        if region.relay {
+            for m in &region.members {
+                m.state.set_remote(can_serve(view, &m.state.host));
+            }
+            let own = report.map(|(doc, _, _)| doc.region_health.latency_ms * 1e3);
+            region
+                .state
+                .set_reported_latency(own.map(|us| us.clamp(1.0, f64::from(u32::MAX)) as u32));
+            continue;
+        }
         match report {
             Some((doc, _, rtt)) => {
                 for m in &region.members {
@@ -172,12 +196,17 @@ pub fn apply(view: &MeshView, active: &Active) {
                 region
                     .state
                     .set_remote_latency(Some(us.clamp(1.0, f64::from(u32::MAX)) as u32));
+                let own = doc.region_health.latency_ms * 1e3;
+                region
+                    .state
+                    .set_reported_latency(Some(own.clamp(1.0, f64::from(u32::MAX)) as u32));
             }
             None => {
                 for m in &region.members {
                     m.state.set_remote(None);
                 }
                 region.state.set_remote_latency(None);
+                region.state.set_reported_latency(None);
             }
         }
     }
@@ -201,14 +230,20 @@ impl BackgroundService for MeshService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let active = self.inst.active();
         let config = &active.routing.config;
+        let polled = || self.inst.readiness.mark(Condition::MeshPolled);
         let Some(me) = config.own_instance() else {
+            polled();
             return;
         };
         let initial = match settings(config) {
             Ok(Some(s)) => s,
-            Ok(None) => return,
+            Ok(None) => {
+                polled();
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "mesh disabled");
+                polled();
                 return;
             }
         };
@@ -216,6 +251,7 @@ impl BackgroundService for MeshService {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "mesh disabled");
+                polled();
                 return;
             }
         };
@@ -265,6 +301,13 @@ impl BackgroundService for MeshService {
             }
             let view = self.mesh.refresh(&current, &digest.1);
             apply(&view, &active);
+            if view
+                .peers
+                .iter()
+                .all(|p| p.age.is_some() || p.error.is_some())
+            {
+                polled();
+            }
             self.mesh
                 .publish(&document(&self.inst, &active, &digest.1, &view));
         }

@@ -70,6 +70,9 @@ fn listeners(config: &Config) -> Vec<(String, SocketAddr, Check)> {
             Check::Connect,
         ));
     }
+    for (i, a) in config.geodns.listen.iter().enumerate() {
+        out.push((format!("geodns.listen[{i}]"), *a, Check::Connect));
+    }
     out
 }
 
@@ -100,6 +103,16 @@ pub fn preflight(config: &Config) -> Result<(), PreflightError> {
         if let Err(e) = TcpListener::bind(addr) {
             unavailable.push(Unavailable {
                 key,
+                addr,
+                reason: e.to_string(),
+            });
+        }
+    }
+    // GeoDNS serves UDP too.
+    for (i, &addr) in config.geodns.listen.iter().enumerate() {
+        if let Err(e) = std::net::UdpSocket::bind(addr) {
+            unavailable.push(Unavailable {
+                key: format!("geodns.listen[{i}] (UDP)"),
                 addr,
                 reason: e.to_string(),
             });
@@ -145,13 +158,19 @@ pub enum Condition {
     Resolved,
     /// The reload triggers are armed: SIGHUP handled, files watched (reload).
     TriggersArmed,
+    /// Every peer instance has been polled once (the mesh), so relaying and GeoDNS
+    /// start from the shared health view, not from "no peer known".
+    MeshPolled,
+    /// GeoDNS has taken in the health view as of all the other conditions (or is off):
+    /// its first answers already count this instance and its probed backends.
+    GeoDnsViewed,
 }
 
 /// Whether the instance is ready, and what it still waits for. Shared by the components
 /// that set the conditions, the readiness service and the admin API.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    met: [AtomicBool; 3],
+    met: [AtomicBool; 5],
     ready: AtomicBool,
 }
 
@@ -173,6 +192,14 @@ impl Readiness {
 
     fn all_met(&self) -> bool {
         self.met.iter().all(|m| m.load(Ordering::Relaxed))
+    }
+
+    /// Whether every condition but `but` holds.
+    pub fn met_except(&self, but: Condition) -> bool {
+        self.met
+            .iter()
+            .enumerate()
+            .all(|(i, m)| i == but as usize || m.load(Ordering::Relaxed))
     }
 }
 

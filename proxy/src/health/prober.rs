@@ -102,15 +102,16 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
     let snap = &active.routing;
     let cfg = &snap.config;
     let mut seen = std::collections::HashSet::new();
-    for (ri, region) in snap.regions.iter().enumerate() {
+    for (si, ri, region) in snap.pools() {
         let settings = ProbeSettings {
             check: region.health.clone(),
             decay: cfg.latency.decay,
             max_ejection: cfg.outlier.max_ejection,
-            tls: active
-                .upstreams
-                .probe_tls(ri, matches!(region.health.kind, ProbeKind::Grpc { .. })),
-            protocol: active.upstreams.settings(ri).protocol,
+            tls: active.upstreams.probe_tls(
+                (si, ri),
+                matches!(region.health.kind, ProbeKind::Grpc { .. }),
+            ),
+            protocol: active.upstreams.settings(si, ri).protocol,
         };
         for member in &region.members {
             let state = &member.state;

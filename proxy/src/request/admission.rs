@@ -18,6 +18,7 @@ impl Refusal {
             Refusal::Loop => 508,
             Refusal::ClientStalled => 408,
             Refusal::DeadlineExceeded => 504,
+            Refusal::NoRoute => 404,
         }
     }
 }

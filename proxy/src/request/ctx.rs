@@ -37,6 +37,9 @@ pub enum Refusal {
     /// The gRPC call's deadline (`grpc-timeout`) passed before a backend answered (`504`,
     /// gRPC `DEADLINE_EXCEEDED`).
     DeadlineExceeded,
+    /// No route matches the request's host and path, and there is no default service
+    /// (`404`).
+    NoRoute,
 }
 
 /// One upstream attempt: the backend it went to and what became of it.
@@ -99,6 +102,9 @@ pub struct Ctx {
     pub idempotent: bool,
     /// The tunnel, once the backend answered an upgrade with `101`.
     pub tunnel: Option<Tunnel>,
+    /// The backend (region, member of the plan's service) its sticky cookie names, if
+    /// the cookie names one of this snapshot's.
+    pub sticky: Option<(u16, u16)>,
 }
 
 impl Ctx {
@@ -120,6 +126,7 @@ impl Ctx {
             last_body_at: None,
             refusal: None,
             relayed: false,
+            sticky: None,
             grpc: None,
             upgrade: false,
             event_stream: false,

@@ -116,7 +116,13 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &mut Ctx) {
         let (status, message) = match call.message.take() {
             Some(held) => (call.status.unwrap_or(grpc::UNAVAILABLE), held),
             None => {
-                let (body, _) = body_for(code, ctx.refusal, ctx.no_backend, Duration::ZERO);
+                let (body, _) = body_for(
+                    code,
+                    ctx.refusal,
+                    ctx.no_backend,
+                    Duration::ZERO,
+                    session.req_header(),
+                );
                 let text = body.split_once(": ").map_or(body.as_str(), |(_, m)| m);
                 (grpc::refusal(code, passed), text.trim().to_string())
             }
@@ -134,6 +140,7 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &mut Ctx) {
         ctx.refusal,
         ctx.no_backend,
         ctx.snap().config.retry.retry_after,
+        session.req_header(),
     );
     let mut resp = ResponseHeader::build(code, Some(4))
         .unwrap_or_else(|_| pingora::protocols::http::ServerSession::generate_error(code));
@@ -161,12 +168,13 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &mut Ctx) {
     }
 }
 
-/// The body of the error answer for `code` and, for a 503, its `Retry-After`.
+/// The body of the error answer for `code` to `req` and, for a 503, its `Retry-After`.
 fn body_for(
     code: u16,
     refusal: Option<Refusal>,
     no_backend: bool,
     retry: Duration,
+    req: &pingora::http::RequestHeader,
 ) -> (String, Option<Duration>) {
     match (code, refusal) {
         (_, Some(Refusal::Shed(_))) => (
@@ -195,6 +203,7 @@ fn body_for(
                 .to_string(),
             None,
         ),
+        (_, Some(Refusal::NoRoute)) => (no_route_body(req), None),
         (503, None) if no_backend => (NO_BACKEND_BODY.to_string(), Some(retry)),
         (502, None) => ("502 Bad Gateway: the upstream failed\n".to_string(), None),
         (504, None) => (
@@ -203,6 +212,34 @@ fn body_for(
         ),
         (c, None) => (format!("{c}\n"), None),
     }
+}
+
+/// The body of a `404` for a request no route matches: its host and path, as far as they
+/// are printable (and not too long).
+fn no_route_body(req: &pingora::http::RequestHeader) -> String {
+    let shown = |s: &str| -> String {
+        let clean: String = s
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(200)
+            .collect();
+        if clean.is_empty() {
+            "(none)".to_string()
+        } else {
+            clean
+        }
+    };
+    let host = req.uri.host().map(str::to_string).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    format!(
+        "404 Not Found: no service is routed for host {} and path {}\n",
+        shown(host.as_deref().unwrap_or("")),
+        shown(req.uri.path())
+    )
 }
 
 /// How long an error answer waits for the rest of a request body before closing.

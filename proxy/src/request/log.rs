@@ -9,6 +9,13 @@ use super::metrics::RequestMetrics;
 
 /// Counts a finished request.
 pub fn count(ctx: &Ctx, status: Option<u16>, metrics: &RequestMetrics) {
+    if ctx.refusal == Some(super::ctx::Refusal::NoRoute) {
+        metrics.unrouted.inc();
+        return;
+    }
+    if let Some(service) = ctx.snap().services.get(usize::from(ctx.plan.service)) {
+        service.metrics.count_status(status);
+    }
     let Some((region, member)) = ctx.backend() else {
         if ctx.no_backend {
             metrics.no_backend.inc();
@@ -38,6 +45,7 @@ pub fn access_line(req: &RequestHeader, ctx: &Ctx, status: Option<u16>, e: Optio
         status = status.unwrap_or(0),
         backend = backend.map_or("-", |(_, m)| &*m.state.addr_label),
         region = backend.map_or("-", |(r, _)| &*r.name),
+        service = ctx.snap().services.get(usize::from(ctx.plan.service)).filter(|_| ctx.refusal != Some(super::ctx::Refusal::NoRoute)).map_or("-", |s| &*s.name),
         attempts = ctx.tried.count(),
         duration_us = ctx.start.elapsed().as_micros() as u64,
         error = e.map(|e| e.etype().as_str()).unwrap_or("-"),

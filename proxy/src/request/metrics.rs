@@ -28,6 +28,8 @@ pub struct RequestMetrics {
     pub grpc: GrpcMetrics,
     /// Upgraded connections (WebSocket).
     pub tunnels: TunnelMetrics,
+    /// Requests no route matched (`404`).
+    pub unrouted: IntCounter,
 }
 
 impl RequestMetrics {
@@ -63,6 +65,11 @@ impl RequestMetrics {
             ),
             grpc: GrpcMetrics::register(registry),
             tunnels: TunnelMetrics::register(registry),
+            unrouted: counter(
+                registry,
+                "meridian_unrouted_requests_total",
+                "Requests no route matched and no default service took (answered 404)",
+            ),
         }
     }
 }

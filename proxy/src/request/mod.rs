@@ -3,8 +3,8 @@
 //! per-request state ([`ctx`]), the upstream peer and its protocol ([`upstream`]) and TLS
 //! ([`upstream_tls`]), gRPC calls ([`grpc`]), upgraded connections ([`tunnel`]), the
 //! forwarding headers ([`forwarding`]), relaying through another region's instances
-//! ([`relay`]), failures and retries ([`failure`]) and the end-of-request accounting
-//! ([`log`]).
+//! ([`relay`]), sticky sessions ([`sticky`]), failures and retries ([`failure`]) and the
+//! end-of-request accounting ([`log`]).
 
 pub mod admission;
 pub mod client;
@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod relay;
 pub mod service;
+pub mod sticky;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_tls;

@@ -29,10 +29,16 @@ pub fn relayed(session: &Session, active: &Active) -> bool {
             .is_some_and(|a| active.identity.is_peer(a.ip()))
 }
 
-/// The plan of a relayed request: this instance's own region only.
-pub fn local_only(snap: &Snapshot) -> Plan {
-    let mut plan = Plan::default();
-    plan.regions.push(snap.local as u16);
+/// The plan of a relayed request: this instance's own region only (none when the service
+/// has no pool here).
+pub fn local_only(snap: &Snapshot, service: usize) -> Plan {
+    let mut plan = Plan {
+        service: service as u16,
+        ..Plan::default()
+    };
+    if snap.pool(service, snap.local).is_some() {
+        plan.regions.push(snap.local as u16);
+    }
     plan.restricted = true;
     plan.preferred = Some(snap.local as u16);
     plan

@@ -1,8 +1,9 @@
 //! The proxy service: a request's life, hook by hook (pingora `ProxyHttp`).
 //!
 //! `new_ctx` loads the active snapshot once; `request_filter` decides who and where the
-//! client is and plans its regions; `upstream_peer` asks the routing core for the next
-//! backend; the failure hooks decide on retries; the response hooks feed latency and
+//! client is, routes the request to a service (404 when nothing matches) and plans its
+//! regions; `upstream_peer` takes the sticky session's backend or asks the routing core
+//! for the next one; the failure hooks decide on retries; the response hooks feed latency and
 //! outlier detection; `logging` counts and writes the access log line.
 
 use std::sync::Arc;
@@ -24,8 +25,10 @@ use super::forwarding;
 use super::grpc;
 use super::metrics::RequestMetrics;
 use super::relay;
+use super::sticky;
 use super::tunnel::Close;
 use crate::control::instance::Instance;
+use meridian_routing::Snapshot;
 
 /// The Meridian proxy service.
 pub struct MeridianProxy {
@@ -44,8 +47,24 @@ impl MeridianProxy {
     }
 }
 
-/// Who and where the client is, its plan, and its consistent-hash key.
-fn locate_and_plan(session: &Session, ctx: &mut Ctx, metrics: &RequestMetrics) {
+/// The service a request goes to (`None`: no route matches and there is no default):
+/// its URI's host (absolute form, HTTP/2 `:authority`) or else its `Host` header, and its
+/// path (the routing bench and the no-allocation test call it too).
+pub fn route(req: &RequestHeader, snap: &Snapshot) -> Option<usize> {
+    if let Some(one) = snap.routes.single() {
+        return Some(usize::from(one));
+    }
+    let host = req.uri.host().or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    snap.route(host, req.uri.path())
+}
+
+/// Who and where the client is, the service it asks for, its plan, its consistent-hash
+/// key and its sticky session. `false` when no route matches.
+fn locate_and_plan(session: &Session, ctx: &mut Ctx, metrics: &RequestMetrics) -> bool {
     let active = ctx.active.clone();
     let snap = &active.routing;
     let peer = session
@@ -62,22 +81,30 @@ fn locate_and_plan(session: &Session, ctx: &mut Ctx, metrics: &RequestMetrics) {
         ctx.client = Some(c);
     }
     ctx.relayed = relay::relayed(session, &active);
-    ctx.plan = if ctx.relayed {
-        relay::local_only(snap)
-    } else {
-        snap.plan(ctx.location.as_ref())
+    let Some(service) = route(session.req_header(), snap) else {
+        return false;
     };
-    // The first consistent-hash region in the plan decides the key (regions normally
-    // share one key); computed once, borrowed from the snapshot, no allocation.
-    let key =
-        ctx.plan
-            .regions
-            .iter()
-            .find_map(|&r| match &snap.config.regions[usize::from(r)].balance {
-                meridian_config::Balance::ConsistentHash(k) => Some(k),
-                _ => None,
-            });
+    ctx.plan = if ctx.relayed {
+        relay::local_only(snap, service)
+    } else {
+        snap.plan(service, ctx.location.as_ref())
+    };
+    let Some(config) = snap.config.services.get(service) else {
+        return false;
+    };
+    // The first consistent-hash pool in the plan decides the key (pools normally share
+    // one key); computed once, borrowed from the snapshot, no allocation.
+    let key = ctx
+        .plan
+        .regions
+        .iter()
+        .find_map(|&r| match &config.pool(usize::from(r))?.balance {
+            meridian_config::Balance::ConsistentHash(k) => Some(k),
+            _ => None,
+        });
     ctx.hash = key.and_then(|key| hash_key(session.req_header(), key, ctx.client.map(|c| c.ip)));
+    ctx.sticky = sticky::pinned_to(session.req_header(), &snap.services[service].sticky);
+    true
 }
 
 impl MeridianProxy {
@@ -167,8 +194,10 @@ impl ProxyHttp for MeridianProxy {
         session.set_write_timeout(Some(t.client_write));
         let upgrade = session.is_upgrade_req();
         ctx.classify(session.req_header(), upgrade);
-        locate_and_plan(session, ctx, &self.metrics);
-        if let Some(refusal) = admission::check(session, ctx, &self.inst.overload) {
+        let routed = locate_and_plan(session, ctx, &self.metrics);
+        let refusal = admission::check(session, ctx, &self.inst.overload)
+            .or((!routed).then_some(Refusal::NoRoute));
+        if let Some(refusal) = refusal {
             ctx.refusal = Some(refusal);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(refusal.status()),
@@ -190,14 +219,18 @@ impl ProxyHttp for MeridianProxy {
         let needs = ctx.peer_needs(now);
         let active = ctx.active.clone();
         let snap = &active.routing;
-        match snap.next_backend(&ctx.plan, &mut ctx.tried, ctx.hash, now) {
+        let pinned = ctx
+            .sticky
+            .and_then(|target| sticky::first_attempt(snap, ctx, target, now));
+        let pick = pinned.or_else(|| snap.next_backend(&ctx.plan, &mut ctx.tried, ctx.hash, now));
+        match pick {
             Some(pick) => {
                 ctx.begin(pick, now);
                 let (region, member) = ctx.backend().ok_or_else(|| {
                     Error::explain(ErrorType::InternalError, "picked backend not in snapshot")
                 })?;
                 let peer = active.upstreams.peer(
-                    usize::from(pick.region),
+                    (usize::from(pick.service), usize::from(pick.region)),
                     &member.state,
                     &snap.config.timeouts,
                     region.relay,
@@ -467,6 +500,7 @@ impl ProxyHttp for MeridianProxy {
         if self.inst.is_draining() {
             session.set_keepalive(None);
         }
+        sticky::set_cookie(resp, ctx)?;
         let config = &ctx.snap().config;
         if ctx.tls {
             if let Some(hsts) = &config.listeners.hsts {

@@ -1,7 +1,7 @@
-//! The upstream peer: a region's protocol (HTTP/1.1, h2 over TLS, h2c, or ALPN's choice),
-//! TLS and timeouts in the form pingora's `HttpPeer` wants. The per-region table is built
-//! once per snapshot beside the pingora-free routing snapshot; TLS state is reused across
-//! snapshots while a region's settings do not change (`upstream_tls.rs`).
+//! The upstream peer: a pool's protocol (HTTP/1.1, h2 over TLS, h2c, or ALPN's choice),
+//! TLS and timeouts in the form pingora's `HttpPeer` wants. The per-pool table (by service
+//! and region) is built once per snapshot beside the pingora-free routing snapshot; TLS
+//! state is reused across snapshots while its settings do not change (`upstream_tls.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +14,18 @@ use rustls::ClientConfig;
 
 pub use super::upstream_tls::{TlsError, UpstreamPeerTls};
 
-/// Per-region upstream settings and TLS of one snapshot generation, by region index.
+/// Per-pool upstream settings and TLS of one snapshot generation, by service and region
+/// index (TLS `None`: plain).
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    tls: Vec<Option<Arc<UpstreamPeerTls>>>,
-    settings: Vec<Upstream>,
+    tls: Vec<Vec<Option<Arc<UpstreamPeerTls>>>>,
+    settings: Vec<Vec<Upstream>>,
 }
 
 /// What about one request changes how its upstream connection is chosen and timed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PeerNeeds {
-    /// An HTTP/1 upgrade (WebSocket): spoken in HTTP/1.1 whatever the region's protocol
+    /// An HTTP/1 upgrade (WebSocket): spoken in HTTP/1.1 whatever the pool's protocol
     /// (pingora does not tunnel over HTTP/2 streams).
     pub upgrade: bool,
     /// A gRPC call: HTTP/2 also to a relay (another instance's listener takes h2c).
@@ -38,41 +39,69 @@ pub struct PeerNeeds {
 }
 
 impl Upstreams {
-    /// Builds the table for `config`, reusing `previous`' TLS state of a region whose TLS
-    /// settings did not change.
+    /// Builds the table for `config`, reusing `previous`' state for TLS settings that did
+    /// not change.
     pub fn build(config: &Config, previous: Option<&Upstreams>) -> Result<Upstreams, TlsError> {
-        let mut tls = Vec::with_capacity(config.regions.len());
-        for r in &config.regions {
-            let old = previous.and_then(|p| p.tls.iter().flatten().find(|t| t.region == r.name));
-            tls.push(match (&r.tls, old) {
-                (None, _) => None,
-                (Some(want), Some(old)) if old.settings == *want => Some(old.clone()),
-                (Some(want), _) => Some(Arc::new(UpstreamPeerTls::build(&r.name, want)?)),
-            });
+        let mut tls = Vec::with_capacity(config.services.len());
+        let mut settings = Vec::with_capacity(config.services.len());
+        for s in &config.services {
+            let mut by_region = vec![None; config.regions.len()];
+            let mut upstream_by_region = vec![Upstream::default(); config.regions.len()];
+            for p in &s.pools {
+                if let Some(slot) = upstream_by_region.get_mut(p.region) {
+                    *slot = p.upstream;
+                }
+                let Some(want) = &p.tls else { continue };
+                let at = match (s.implicit, config.regions.get(p.region)) {
+                    (true, Some(r)) => format!("regions.{}", r.name),
+                    (false, Some(r)) => format!("services.{}.regions.{}", s.name, r.name),
+                    (_, None) => continue,
+                };
+                let old = previous.and_then(|p| {
+                    p.tls
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .find(|t| t.settings == *want)
+                });
+                let built = match old {
+                    Some(old) => old.clone(),
+                    None => Arc::new(UpstreamPeerTls::build(&at, want)?),
+                };
+                if let Some(slot) = by_region.get_mut(p.region) {
+                    *slot = Some(built);
+                }
+            }
+            tls.push(by_region);
+            settings.push(upstream_by_region);
         }
-        let settings = config.regions.iter().map(|r| r.upstream).collect();
         Ok(Upstreams { tls, settings })
     }
 
-    /// Region `i`'s TLS (`None`: plain HTTP).
-    pub fn tls(&self, i: usize) -> Option<&Arc<UpstreamPeerTls>> {
-        self.tls.get(i).and_then(Option::as_ref)
+    /// The TLS of service `service`'s pool in region `region` (`None`: plain HTTP).
+    pub fn tls(&self, service: usize, region: usize) -> Option<&Arc<UpstreamPeerTls>> {
+        self.tls.get(service)?.get(region).and_then(Option::as_ref)
     }
 
-    /// Region `i`'s upstream settings.
-    pub fn settings(&self, i: usize) -> Upstream {
-        self.settings.get(i).copied().unwrap_or_default()
+    /// The upstream settings of service `service`'s pool in region `region` (the defaults
+    /// where it has none).
+    pub fn settings(&self, service: usize, region: usize) -> Upstream {
+        self.settings
+            .get(service)
+            .and_then(|s| s.get(region))
+            .copied()
+            .unwrap_or_default()
     }
 
-    /// The probe client config for region `i`: its TLS trust, offering the ALPN its
-    /// protocol wants (`grpc`: `h2` only).
+    /// The probe client config for service `service`'s pool in region `region`: its TLS
+    /// trust, offering the ALPN its protocol wants (`grpc`: `h2` only).
     pub fn probe_tls(
         &self,
-        i: usize,
+        (service, region): (usize, usize),
         grpc: bool,
     ) -> Option<(Arc<UpstreamPeerTls>, Arc<ClientConfig>)> {
-        let tls = self.tls(i)?;
-        let config = match (self.settings(i).protocol, grpc) {
+        let tls = self.tls(service, region)?;
+        let config = match (self.settings(service, region).protocol, grpc) {
             (_, true) | (UpstreamProtocol::H2, _) => &tls.probe_config_h2,
             (UpstreamProtocol::Auto, _) => &tls.probe_config_auto,
             _ => &tls.probe_config,
@@ -80,19 +109,23 @@ impl Upstreams {
         Some((tls.clone(), config.clone()))
     }
 
-    /// The pingora peer for backend `backend` of region `region`: the region's protocol,
-    /// plain or TLS as the region says (SNI, verification, CA, client certificate, pool
-    /// key), with the timeouts. A relay (another instance's proxy listener) is spoken to
-    /// in plain HTTP/1.1, or h2c for gRPC.
+    /// The pingora peer for backend `backend` of service `service`'s pool in region
+    /// `region`: the pool's protocol, plain or TLS as the pool says (SNI, verification, CA,
+    /// client certificate, pool key), with the timeouts. A relay (another instance's proxy
+    /// listener) is spoken to in plain HTTP/1.1, or h2c for gRPC.
     pub fn peer(
         &self,
-        region: usize,
+        (service, region): (usize, usize),
         backend: &BackendState,
         t: &Timeouts,
         relay: bool,
         needs: PeerNeeds,
     ) -> HttpPeer {
-        let tls = if relay { None } else { self.tls(region) };
+        let tls = if relay {
+            None
+        } else {
+            self.tls(service, region)
+        };
         let mut peer = match tls {
             None => HttpPeer::new(backend.addr, false, String::new()),
             Some(tls) => {
@@ -106,7 +139,7 @@ impl Upstreams {
                 peer
             }
         };
-        let settings = self.settings(region);
+        let settings = self.settings(service, region);
         peer.options.alpn = alpn(settings.protocol, relay, needs);
         if peer.options.alpn != ALPN::H1 {
             peer.options.max_h2_streams = settings.h2_max_streams as usize;

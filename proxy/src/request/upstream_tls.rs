@@ -1,7 +1,7 @@
-//! Upstream TLS: a region's TLS settings in the form pingora's `HttpPeer` wants (per-peer
+//! Upstream TLS: a pool's TLS settings in the form pingora's `HttpPeer` wants (per-peer
 //! CA, client `CertKey`), plus rustls `ClientConfig`s with the same trust for the health
 //! prober (one per ALPN offer), built once per snapshot and reused across snapshots while
-//! the region's settings do not change.
+//! the pool's settings do not change.
 
 use std::sync::Arc;
 
@@ -12,11 +12,11 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// A region's upstream TLS state that could not be built.
+/// A pool's upstream TLS state that could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("regions.{region}.tls: {message}")]
+#[error("{region}.tls: {message}")]
 pub struct TlsError {
-    /// The region.
+    /// Where the pool is configured (`regions.NAME`, or `services.NAME.regions.REGION`).
     pub region: String,
     /// What went wrong.
     pub message: String,
@@ -26,9 +26,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A region's upstream TLS, ready for `HttpPeer` and for the prober.
+/// A pool's upstream TLS, ready for `HttpPeer` and for the prober.
 pub struct UpstreamPeerTls {
-    /// The region it belongs to.
+    /// Where it is configured (`regions.NAME` or `services.NAME.regions.REGION`).
     pub region: String,
     /// The settings this was built from (to reuse it across snapshots).
     pub settings: UpstreamTls,
@@ -66,7 +66,8 @@ fn wrap(der: &CertificateDer<'_>) -> WrappedX509 {
 }
 
 impl UpstreamPeerTls {
-    /// Builds a region's upstream TLS state (validation already parsed every file).
+    /// Builds a pool's upstream TLS state (validation already parsed every file); `region`
+    /// says where it is configured, for messages.
     pub fn build(region: &str, settings: &UpstreamTls) -> Result<UpstreamPeerTls, TlsError> {
         let err = |message: String| TlsError {
             region: region.to_string(),
@@ -75,7 +76,7 @@ impl UpstreamPeerTls {
         if settings.insecure_skip_verify {
             tracing::warn!(
                 region,
-                "regions.{region}.tls.insecure_skip_verify = true: backend certificates are NOT verified"
+                "{region}.tls.insecure_skip_verify = true: backend certificates are NOT verified"
             );
         }
         let mut roots = RootCertStore::empty();
@@ -87,7 +88,7 @@ impl UpstreamPeerTls {
             if roots.is_empty() && !settings.insecure_skip_verify {
                 tracing::warn!(
                     region,
-                    "no system CA certificates found: TLS to this region's backends will fail verification; set regions.{region}.tls.ca_file"
+                    "no system CA certificates found: TLS to these backends will fail verification; set {region}.tls.ca_file"
                 );
             }
         } else {

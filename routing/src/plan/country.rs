@@ -38,9 +38,9 @@ impl CountryTable {
     /// Precomputes every country of the built-in centroid table for the regions in `snap`.
     pub fn build(snap: View<'_>) -> CountryTable {
         let rtts = |from: Coordinates| -> Vec<u32> {
-            snap.regions
+            snap.coords
                 .iter()
-                .map(|r| micros(distance_rtt_us(snap, great_circle_km(from, r.coords))))
+                .map(|c| micros(distance_rtt_us(snap, great_circle_km(from, *c))))
                 .collect()
         };
         let mut countries: Vec<Option<Precomputed>> = (0..26 * 26).map(|_| None).collect();
@@ -73,6 +73,15 @@ impl CountryTable {
                 rtt_us: rtts(snap.node_coords),
             },
         }
+    }
+
+    /// The table for plans made from no instance's point of view
+    /// ([`super::plan_anywhere`]): `snap`'s `local_order` is the neutral order, and a client
+    /// of unknown place has no distance term.
+    pub fn build_anywhere(snap: View<'_>) -> CountryTable {
+        let mut table = CountryTable::build(snap);
+        table.unknown.rtt_us.iter_mut().for_each(|r| *r = 0);
+        table
     }
 
     /// The precomputed entry for `loc`, if the client sits at its country's centroid.

@@ -15,6 +15,7 @@
 //! Clients with their own coordinates (a City database, an override) are computed on the
 //! fly. Nothing here allocates for up to [`INLINE_REGIONS`] regions.
 
+mod anywhere;
 mod country;
 mod rank;
 mod steer;
@@ -23,18 +24,25 @@ mod view;
 use meridian_config::SteeringPolicy;
 use meridian_geoip::Location;
 
+pub use anywhere::plan_anywhere;
 pub use country::CountryTable;
 pub use rank::rank;
 pub use steer::steer;
 pub use view::{distance_rtt_us, Plan, RegionList, View, INLINE_REGIONS};
 
-/// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown).
+/// Steers and ranks: the full decision for a client at `loc` (`None`: location unknown),
+/// over one service's pools (`snap`); the plan's `service` is left for the caller to set.
 pub fn plan(snap: View<'_>, table: &CountryTable, loc: Option<&Location>) -> Plan {
     let rank_it = snap.config.steering.policy != SteeringPolicy::Failover;
     if let Some(pre) = table.get(loc) {
         let mut plan = pre.plan.clone();
         if rank_it {
-            rank::rank_with(snap, &mut plan.regions, |i| pre.rtt_us[i]);
+            rank::rank_with(
+                snap,
+                &mut plan.regions,
+                |i| pre.rtt_us[i],
+                |i| snap.pool(i).map_or(0, |r| r.state.measured_us()),
+            );
         }
         return plan;
     }

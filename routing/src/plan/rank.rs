@@ -17,20 +17,29 @@ use super::view::{distance_rtt_us, micros, RegionList, View, INLINE_REGIONS};
 /// with no usable backend go last.
 pub fn rank(snap: View<'_>, client: Option<Coordinates>, list: &mut RegionList) {
     let from = client.unwrap_or(snap.node_coords);
-    rank_with(snap, list, |i| {
-        micros(distance_rtt_us(
-            snap,
-            great_circle_km(from, snap.regions[i].coords),
-        ))
-    });
+    rank_with(
+        snap,
+        list,
+        |i| {
+            let at = snap.coords.get(i).copied().unwrap_or(from);
+            micros(distance_rtt_us(snap, great_circle_km(from, at)))
+        },
+        |i| snap.pool(i).map_or(0, |r| r.state.measured_us()),
+    );
 }
 
-/// [`rank`] with the distance-based RTT (µs) of region `i` given by `rtt_us(i)`.
+/// [`rank`] with the distance-based RTT (µs) of region `i` given by `rtt_us(i)` and its
+/// measured latency (µs) by `measured_us(i)`.
 ///
 /// Integer arithmetic, and no list is built in the common case: a first pass finds the
 /// best cost and measurement among usable candidates, a second one checks whether any
 /// candidate is degraded or unusable; only then are they partitioned.
-pub(crate) fn rank_with(snap: View<'_>, list: &mut RegionList, rtt_us: impl Fn(usize) -> u32) {
+pub(crate) fn rank_with(
+    snap: View<'_>,
+    list: &mut RegionList,
+    rtt_us: impl Fn(usize) -> u32,
+    measured_us: impl Fn(usize) -> u32,
+) {
     /// One candidate's score.
     #[derive(Clone, Copy)]
     struct Scored {
@@ -43,12 +52,12 @@ pub(crate) fn rank_with(snap: View<'_>, list: &mut RegionList, rtt_us: impl Fn(u
         return;
     }
     let score = |i: u16| {
-        let r = &snap.regions[usize::from(i)];
-        let measured = u64::from(r.state.measured_us());
+        let r = snap.pool(usize::from(i));
+        let measured = u64::from(measured_us(usize::from(i)));
         Scored {
             cost: u64::from(rtt_us(usize::from(i))) + measured,
             measured,
-            usable: r.state.usable() > 0,
+            usable: r.is_some_and(|r| r.state.usable() > 0),
             region: i,
         }
     };

@@ -6,13 +6,14 @@ use smallvec::SmallVec;
 
 use super::view::{Plan, RegionList, View, INLINE_REGIONS};
 
-/// Regions ordered by distance from `from`.
+/// The service's regions ordered by distance from `from`.
 fn by_distance(snap: View<'_>, from: Coordinates) -> RegionList {
     let mut d: SmallVec<[(f64, u16); INLINE_REGIONS]> = snap
-        .regions
+        .coords
         .iter()
         .enumerate()
-        .map(|(i, r)| (great_circle_km(from, r.coords), i as u16))
+        .filter(|(i, _)| snap.present(*i))
+        .map(|(i, c)| (great_circle_km(from, *c), i as u16))
         .collect();
     d.sort_by(|a, b| a.0.total_cmp(&b.0));
     d.into_iter().map(|(_, i)| i).collect()
@@ -26,7 +27,7 @@ fn push_unique(list: &mut RegionList, items: impl IntoIterator<Item = u16>) {
     }
 }
 
-/// Step 1: the policy's order, then residency.
+/// Step 1: the policy's order, then residency; only regions the service runs in.
 pub fn steer(snap: View<'_>, loc: Option<&Location>) -> Plan {
     let steering = &snap.config.steering;
     let mut list = RegionList::new();
@@ -77,9 +78,11 @@ pub fn steer(snap: View<'_>, loc: Option<&Location>) -> Plan {
             push_unique(&mut list, allowed.iter().map(|&i| i as u16));
         }
     }
+    list.retain(|i| snap.present(usize::from(*i)));
     Plan {
         preferred: list.first().copied(),
         regions: list,
         restricted,
+        service: 0,
     }
 }

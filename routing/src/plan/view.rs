@@ -23,6 +23,8 @@ pub struct Plan {
     /// The region steering put first, before ranking by health and latency: a request
     /// served elsewhere counts as a failover from it.
     pub preferred: Option<u16>,
+    /// The service whose pools the regions are (an index into `Snapshot::services`).
+    pub service: u16,
 }
 
 /// Estimated round-trip time in microseconds over `km` of fibre.
@@ -36,16 +38,30 @@ pub fn micros(us: f64) -> u32 {
     us.clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
-/// What a plan reads: the config, the regions (places and live measurements) and this
-/// node's place.
+/// What a plan reads: the config, one service's pools (live measurements) by region, the
+/// regions' places and this node's place.
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
     /// The validated config (steering, residency, latency settings).
     pub config: &'a Config,
-    /// The regions, by index.
-    pub regions: &'a [RegionPool],
+    /// The service's pool in each region, by region index (`None` where it does not run).
+    pub pools: &'a [Option<RegionPool>],
+    /// Every region's coordinates, by index.
+    pub coords: &'a [Coordinates],
     /// This node's coordinates.
     pub node_coords: Coordinates,
     /// The local region first, then the others by distance from this node.
     pub local_order: &'a RegionList,
+}
+
+impl View<'_> {
+    /// The service's pool in region `i`.
+    pub fn pool(&self, i: usize) -> Option<&RegionPool> {
+        self.pools.get(i).and_then(Option::as_ref)
+    }
+
+    /// Whether the service runs in region `i`.
+    pub fn present(&self, i: usize) -> bool {
+        self.pool(i).is_some()
+    }
 }

@@ -57,21 +57,59 @@ pub struct PickInput<'a> {
     /// eligible member (a primary that fell since the last measurement, or one this
     /// request already tried).
     pub max_tier: u8,
+    /// The pool's slow-start window in milliseconds (0: none): a backend that became
+    /// usable within it gets a share of its weight, rising linearly.
+    pub slow_start_ms: u32,
 }
 
 impl PickInput<'_> {
     /// Whether member `i` may take this attempt: within the tiers allowed, not tried yet by
-    /// this request, and usable (or any member in panic mode; or not probed yet when the
-    /// region has nothing better).
+    /// this request, not drained or in maintenance, and usable (or any member in panic
+    /// mode; or not probed yet when the region has nothing better).
     pub fn eligible(&self, members: &[Member], i: usize) -> bool {
         let s = &members[i].state;
         members[i].tier <= self.max_tier
             && !self.tried.contains(&(i as u16))
+            && s.admin_open()
             && (self.panic
                 || s.usable(self.now)
                 || (self.allow_unknown
                     && s.health.get() == Health::Unknown
                     && !s.outlier.is_ejected(self.now)))
+    }
+}
+
+impl PickInput<'_> {
+    /// A member's weight now: its weight times its slow-start share.
+    pub fn weight(&self, m: &Member) -> f64 {
+        f64::from(m.weight) * m.state.slow_start_share(self.now, self.slow_start_ms)
+    }
+
+    /// Whether a member a cursor-driven balancer came to takes the pick: always, unless it
+    /// is in slow start, where it does with the probability of its share (so its share of
+    /// the picks ramps up with its weight).
+    pub fn accepts(&self, m: &Member) -> bool {
+        if self.slow_start_ms == 0 {
+            return true;
+        }
+        let share = m.state.slow_start_share(self.now, self.slow_start_ms);
+        share >= 1.0 || fastrand::f64() < share
+    }
+
+    /// The first of `candidates` that [`PickInput::accepts`] takes, else the first one.
+    pub(crate) fn first_accepted(
+        &self,
+        members: &[Member],
+        candidates: impl Iterator<Item = usize>,
+    ) -> Option<usize> {
+        let mut first = None;
+        for i in candidates {
+            if self.accepts(&members[i]) {
+                return Some(i);
+            }
+            first.get_or_insert(i);
+        }
+        first
     }
 }
 

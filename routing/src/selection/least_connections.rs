@@ -13,7 +13,7 @@ impl Selection for LeastConnections {
     fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
         let start = at.fetch_add(1, Ordering::Relaxed);
         let load = |i: usize| {
-            (f64::from(members[i].state.latency.inflight()) + 1.0) / f64::from(members[i].weight)
+            (f64::from(members[i].state.latency.inflight()) + 1.0) / input.weight(&members[i])
         };
         from_cursor(members, start, input).min_by(|&a, &b| load(a).total_cmp(&load(b)))
     }

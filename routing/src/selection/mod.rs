@@ -134,6 +134,7 @@ pub(crate) mod test_support {
             panic: false,
             allow_unknown: false,
             max_tier: u8::MAX,
+            slow_start_ms: 0,
         }
     }
 

@@ -25,7 +25,7 @@ impl Selection for P2c {
 
 fn cost(m: &Member, input: &PickInput<'_>) -> f64 {
     let latency = f64::from(m.state.latency.estimate_us(input.now, input.tau));
-    latency * (f64::from(m.state.latency.inflight()) + 1.0) / f64::from(m.weight)
+    latency * (f64::from(m.state.latency.inflight()) + 1.0) / input.weight(m)
 }
 
 /// A random eligible member: a few random draws, then a scan from a random start.

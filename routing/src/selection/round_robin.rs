@@ -1,4 +1,5 @@
-//! Plain round robin, ignoring weights: the region's cursor moves one member per pick.
+//! Plain round robin, ignoring weights: the region's cursor moves one member per pick (a
+//! backend in slow start is passed over with the odds of its missing share).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,7 +12,7 @@ pub struct RoundRobin;
 impl Selection for RoundRobin {
     fn select(&self, members: &[Member], at: &AtomicUsize, input: &PickInput) -> Option<usize> {
         let start = at.fetch_add(1, Ordering::Relaxed);
-        from_cursor(members, start, input).next()
+        input.first_accepted(members, from_cursor(members, start, input))
     }
 }
 

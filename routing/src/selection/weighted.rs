@@ -54,9 +54,10 @@ impl Selection for Weighted {
             return None;
         }
         let start = at.fetch_add(1, Ordering::Relaxed);
-        (0..len)
+        let eligible = (0..len)
             .map(|k| usize::from(self.seq[(start + k) % len]))
-            .find(|&i| input.eligible(members, i))
+            .filter(|&i| input.eligible(members, i));
+        input.first_accepted(members, eligible)
     }
 }
 
@@ -78,5 +79,42 @@ mod tests {
         );
         let c = counts(&b, &ms, 700);
         assert_eq!((c[&0], c[&1], c[&2]), (500, 100, 100));
+    }
+}
+
+#[cfg(test)]
+mod slow_start_tests {
+    use super::super::test_support::*;
+    use super::super::{pick, Balancer};
+    use meridian_config::Balance;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::time::Instant;
+
+    #[test]
+    fn a_member_in_slow_start_gets_a_small_share_and_a_fresh_start_none() {
+        let ms = members(&[1, 1]);
+        ms[1].state.health.set(crate::health::Health::Down);
+        ms[1].state.observe_usable(false, Instant::now());
+        ms[1].state.health.set(crate::health::Health::Up);
+        ms[1].state.observe_usable(true, Instant::now());
+        let b = Balancer::build(&Balance::Weighted, &ms);
+        let cursor = AtomicUsize::new(0);
+        let mut input = input(&[], None);
+        input.slow_start_ms = 8000;
+        let n = (0..1000)
+            .filter(|_| pick(&b, &ms, &cursor, &input) == Some(1))
+            .count();
+        assert!(n < 60, "{n}");
+        // Never probed, then up (a process that starts): full weight at once.
+        let fresh = members(&[1, 1]);
+        fresh[1].state.health.set(crate::health::Health::Unknown);
+        fresh[1].state.observe_usable(false, Instant::now());
+        fresh[1].state.health.set(crate::health::Health::Up);
+        fresh[1].state.observe_usable(true, Instant::now());
+        let b = Balancer::build(&Balance::Weighted, &fresh);
+        let n = (0..1000)
+            .filter(|_| pick(&b, &fresh, &cursor, &input) == Some(1))
+            .count();
+        assert_eq!(n, 500);
     }
 }

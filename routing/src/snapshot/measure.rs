@@ -1,5 +1,6 @@
-//! The measurement tick (every 100 ms, and right after every swap): each region's usable
-//! count, the tier in use and its counts, and the smoothed latency to its usable backends.
+//! The measurement tick (every 100 ms, and right after every swap): each pool's usable
+//! count, the tier in use and its counts, and the smoothed latency to its usable backends;
+//! each backend's slow start (it begins when the backend becomes usable) and the gauges.
 
 use std::sync::atomic::Ordering;
 
@@ -8,15 +9,17 @@ use tokio::time::Instant;
 use super::Snapshot;
 
 impl Snapshot {
-    /// Measures every region at `now` and publishes the result (see
+    /// Measures every pool at `now` and publishes the result (see
     /// [`super::RegionState::publish_measurement`]): its usable backends, and the mean of
-    /// their smoothed latency estimates. Also refreshes each backend's `up` gauge. Returns
-    /// whether every backend has been probed at least once.
+    /// their smoothed latency estimates. Also refreshes each backend's `up` and weight
+    /// gauges and each region's usable count. Returns whether every backend has been
+    /// probed at least once.
     pub fn measure(&self, now: Instant) -> bool {
         let latency = &self.config.latency;
         let deadband = (latency.tolerance.as_micros() / 4).min(u128::from(u32::MAX)) as u32;
         let mut all_probed = true;
-        for region in &self.regions {
+        let mut by_region = vec![0i64; self.region_usable.len()];
+        for (_, ri, region) in self.pools() {
             let mut usable = 0u32;
             // The lowest tier with a usable member, and the latency of that tier's usable
             // members: the ones requests go to.
@@ -30,6 +33,11 @@ impl Snapshot {
                 all_probed &= region.relay || s.probes() > 0;
                 let up = s.usable(now);
                 s.metrics.up.set(i64::from(up));
+                s.observe_usable(up, now);
+                let share = s.slow_start_share(now, region.slow_start_ms);
+                s.metrics
+                    .weight
+                    .set((f64::from(m.weight) * share).round() as i64);
                 if up {
                     usable += 1;
                     if m.tier < tier {
@@ -65,6 +73,12 @@ impl Snapshot {
             let measured = measured.clamp(0.0, f64::from(u32::MAX)) as u32;
             let measured = state.remote_latency().unwrap_or(measured);
             state.publish_measurement(measured, usable, now, deadband);
+            if let Some(n) = by_region.get_mut(ri) {
+                *n += i64::from(usable);
+            }
+        }
+        for (gauge, n) in self.region_usable.iter().zip(by_region) {
+            gauge.set(n);
         }
         all_probed
     }
@@ -80,7 +94,7 @@ mod tests {
         use crate::health::Health;
         let text = "[node]\nregion = \"a\"\n[regions.a]\nlatitude = 1.0\nlongitude = 2.0\nbackends = [\n  { address = \"127.0.0.1:1\" },\n  { address = \"127.0.0.1:2\" },\n  { address = \"127.0.0.1:3\", backup = true },\n]\n[regions.b]\nlatitude = 1.0\nlongitude = 3.0\nbackends = [{ address = \"127.0.0.1:4\" }, { address = \"127.0.0.1:5\" }]\n";
         let snap = Snapshot::of_text(text);
-        let (a, b) = (&snap.regions[0], &snap.regions[1]);
+        let (a, b) = (snap.pool(0, 0).unwrap(), snap.pool(0, 1).unwrap());
         let set = |r: &RegionPool, health: &[Health]| {
             for (m, h) in r.members.iter().zip(health) {
                 m.state.health.set(*h);

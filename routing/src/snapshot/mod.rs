@@ -1,31 +1,34 @@
 //! The routing snapshot: everything a routing decision reads, immutable, built from a
-//! validated config and swapped atomically on reload. Live state (backend health, latency,
-//! ejections; region measurements) is shared by `Arc` and carried from the previous
-//! snapshot by stable ID, so a reload never resets it.
+//! validated config and swapped atomically on reload: the routes, and every service's pool
+//! in each region it runs in. Live state (backend health, latency, ejections; pool
+//! measurements) is shared by `Arc` and carried from the previous snapshot by stable ID,
+//! so a reload never resets it.
 
 mod measure;
+mod pools;
 pub mod region;
+mod sticky;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use meridian_config::{Config, Region};
+use meridian_config::Config;
 use meridian_geoip::{great_circle_km, Coordinates, Locator};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 
-use crate::answers::{Answers, MAX_WEIGHT};
+use crate::admin::RuntimeSettings;
+use crate::answers::Answers;
 use crate::backend::BackendState;
-use crate::metrics::RoutingMetrics;
+use crate::metrics::{RoutingMetrics, ServiceMetrics};
 use crate::plan::{CountryTable, RegionList, View};
-use crate::selection::{Balancer, Member};
+use crate::routes::RouteTable;
+use crate::selection::Member;
+pub use pools::MAX_REGION_MEMBERS;
+use pools::{Carried, PoolInput};
+pub use sticky::StickyTable;
 
 pub use region::{RegionPool, RegionState, MEASUREMENT_DWELL};
-
-/// Backends (addresses) a region may have, DNS expansions included: member indices are
-/// `u16` on the request path, and the config allows 10,000 configured entries.
-pub const MAX_REGION_MEMBERS: usize = 10_000;
 
 /// Up to this many regions, failover counters are kept in a (from, to) table; beyond, the
 /// (rare) failover looks its label up.
@@ -37,161 +40,77 @@ pub struct Snapshot {
     pub generation: u64,
     /// The validated config it was built from.
     pub config: Arc<Config>,
-    /// Region pools, in config order (indices match `config.regions`).
-    pub regions: Vec<RegionPool>,
+    /// The services (indices match `config.services`), each with its pools by region.
+    pub services: Vec<ServicePools>,
+    /// Host and path → service.
+    pub routes: RouteTable,
     /// Index of this node's region.
     pub local: usize,
     /// This node's coordinates (its region's).
     pub node_coords: Coordinates,
+    /// Every region's coordinates, by index.
+    pub coords: Vec<Coordinates>,
     /// The local region first, then the others by distance from this node.
     pub local_order: RegionList,
+    /// The regions in config order (the fallback of plans made from no instance's point
+    /// of view, [`crate::plan::plan_anywhere`]).
+    pub config_order: RegionList,
     /// Client IP → location.
     pub locator: Arc<Locator>,
-    /// Steering precomputed per client country (see [`CountryTable`]).
-    pub country_table: CountryTable,
     /// Failover counters by (from, to) region index, resolved on first use so the request
     /// path never looks a label up (empty above [`FAILOVER_TABLE_MAX_REGIONS`] regions).
     failovers: Vec<OnceLock<IntCounter>>,
+    /// Usable backends per region, all services together, by region index.
+    region_usable: Vec<IntGauge>,
     metrics: RoutingMetrics,
     /// When this snapshot was built.
     pub built_at: SystemTime,
+}
+
+/// One service in a snapshot: its pools by region and its precomputed steering.
+#[derive(Debug)]
+pub struct ServicePools {
+    /// The service's name.
+    pub name: Arc<str>,
+    /// Its pool in each region, by region index (`None` where it does not run).
+    pub regions: Vec<Option<RegionPool>>,
+    /// Steering precomputed per client country (shared by services in the same regions).
+    pub country_table: Arc<CountryTable>,
+    /// The same for plans made from no instance's point of view
+    /// ([`crate::plan::plan_anywhere`]).
+    pub country_table_anywhere: Arc<CountryTable>,
+    /// Its request counters.
+    pub metrics: ServiceMetrics,
+    /// Sticky-cookie tokens → (region, member).
+    pub sticky: StickyTable,
+}
+
+impl AsRef<Snapshot> for Snapshot {
+    fn as_ref(&self) -> &Snapshot {
+        self
+    }
 }
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshot")
             .field("generation", &self.generation)
-            .field("regions", &self.regions.len())
+            .field("services", &self.services.len())
             .finish()
     }
 }
 
-/// The live state a new snapshot takes over from the previous one, by stable ID.
-#[derive(Default)]
-struct Carried<'a> {
-    backends: HashMap<&'a str, &'a Arc<BackendState>>,
-    regions: HashMap<&'a str, &'a Arc<RegionState>>,
-}
-
-impl<'a> Carried<'a> {
-    fn from(previous: Option<&'a Snapshot>) -> Self {
-        let mut carried = Carried::default();
-        for r in previous.iter().flat_map(|p| &p.regions) {
-            carried.regions.insert(&r.name, &r.state);
-            for m in &r.members {
-                carried.backends.insert(&m.state.id, &m.state);
-            }
-        }
-        carried
-    }
-}
-
-/// Collects a region's members: one per static address, one per resolved address of a
-/// DNS name, each with the state carried over for its ID (or a fresh one).
-struct MemberList<'a> {
-    region: &'a str,
-    carried: &'a Carried<'a>,
-    metrics: &'a RoutingMetrics,
-    members: Vec<Member>,
-    ids: HashSet<String>,
-    capped: bool,
-}
-
-impl MemberList<'_> {
-    fn add(&mut self, addr: SocketAddr, host: Option<&Arc<str>>, weight: u32, tier: u8) {
-        if self.members.len() >= MAX_REGION_MEMBERS {
-            if !self.capped {
-                self.capped = true;
-                tracing::warn!(region = %self.region, limit = MAX_REGION_MEMBERS, "region has more backend addresses than allowed; the rest are left out");
-            }
-            return;
-        }
-        let id = format!("{}/{}", self.region, addr);
-        if !self.ids.insert(id.clone()) {
-            return; // a name resolving to an address listed already
-        }
-        let state = match self.carried.backends.get(id.as_str()) {
-            Some(s) => Arc::clone(s),
-            None => Arc::new(match host {
-                None => BackendState::new(self.region, addr, self.metrics),
-                Some(h) => BackendState::named(self.region, addr, h.clone(), self.metrics),
-            }),
-        };
-        self.members.push(Member {
-            state,
-            weight,
-            tier,
-        });
-    }
-}
-
-/// The pool of config region `r`: its members (static and resolved), the balancer's
-/// tables, and its live state.
-fn region_pool(
-    r: &Region,
-    relay: bool,
-    carried: &Carried<'_>,
-    metrics: &RoutingMetrics,
-    answers: &Answers,
-) -> RegionPool {
-    let mut list = MemberList {
-        region: &r.name,
-        carried,
-        metrics,
-        members: Vec::with_capacity(r.backends.len()),
-        ids: HashSet::new(),
-        capped: false,
-    };
-    if relay {
-        // The region is reached through its instances' proxy listeners.
-        for inst in &r.instances {
-            list.add(inst.proxy, Some(&Arc::from(inst.name.as_str())), 1, 0);
-        }
-    }
-    for b in r.backends.iter().filter(|_| !relay) {
-        let weight = b.weight.max(1);
-        let backup = u8::from(b.backup);
-        match b.address.as_static() {
-            Some(addr) => list.add(addr, None, weight, backup),
-            None => {
-                for a in answers.get(&b.address).into_iter().flatten() {
-                    // An SRV record's weight, times the configured one.
-                    let w = weight.saturating_mul(a.weight).min(MAX_WEIGHT);
-                    list.add(a.addr, Some(&a.host), w, a.tier.saturating_add(backup));
-                }
-            }
-        }
-    }
-    let members = list.members;
-    let state = match carried.regions.get(r.name.as_str()) {
-        Some(s) => Arc::clone(s),
-        None => Arc::new(RegionState::new(metrics.region(&r.name))),
-    };
-    RegionPool {
-        name: r.name.as_str().into(),
-        coords: Coordinates {
-            latitude: r.latitude,
-            longitude: r.longitude,
-        },
-        balancer: Balancer::build(&r.balance, &members),
-        members,
-        state,
-        health: r.health.clone(),
-        relay,
-    }
-}
-
 /// The local region first, then the others by distance from it.
-fn local_order(regions: &[RegionPool], local: usize, from: Coordinates) -> RegionList {
-    let mut by_distance: Vec<(f64, u16)> = regions
+fn local_order(coords: &[Coordinates], local: usize, from: Coordinates) -> RegionList {
+    let mut by_distance: Vec<(f64, u16)> = coords
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != local)
-        .map(|(i, r)| (great_circle_km(from, r.coords), i as u16))
+        .map(|(i, c)| (great_circle_km(from, *c), i as u16))
         .collect();
     by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut order = RegionList::new();
-    if !regions.is_empty() {
+    if !coords.is_empty() {
         order.push(local as u16);
     }
     order.extend(by_distance.into_iter().map(|(_, i)| i));
@@ -199,47 +118,110 @@ fn local_order(regions: &[RegionPool], local: usize, from: Coordinates) -> Regio
 }
 
 impl Snapshot {
-    /// Builds a snapshot, taking live state from `previous` for backends and regions that
-    /// are still configured. Backends given as DNS names get one member per address in
-    /// `answers` (none while the name has never resolved).
+    /// Builds a snapshot, taking live state from `previous` for backends and pools that
+    /// are still configured, and applying the operator's `runtime` settings. Backends given
+    /// as DNS names get one member per address in `answers` (none while the name has never
+    /// resolved).
     pub fn build(
         config: Arc<Config>,
         locator: Arc<Locator>,
         previous: Option<&Snapshot>,
         metrics: &RoutingMetrics,
         answers: &Answers,
+        runtime: &RuntimeSettings,
     ) -> Snapshot {
-        let carried = Carried::from(previous);
+        let mut carried = Carried::from(
+            previous
+                .into_iter()
+                .flat_map(|p| p.pools())
+                .map(|(_, _, p)| p),
+            previous.is_some(),
+        );
         let local = config.local_region_index();
-        let regions: Vec<RegionPool> = config
+        let coords: Vec<Coordinates> = config
             .regions
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let relay = i != local && r.reach == meridian_config::Reach::Instances;
-                region_pool(r, relay, &carried, metrics, answers)
+            .map(|r| Coordinates {
+                latitude: r.latitude,
+                longitude: r.longitude,
             })
             .collect();
-        let node_coords = regions.get(local).map(|r| r.coords).unwrap_or(Coordinates {
+        let node_coords = coords.get(local).copied().unwrap_or(Coordinates {
             latitude: 0.0,
             longitude: 0.0,
         });
-        let n = regions.len();
+        let mut services: Vec<ServicePools> = Vec::with_capacity(config.services.len());
+        for service in &config.services {
+            let mut regions = Vec::with_capacity(config.regions.len());
+            for (i, region) in config.regions.iter().enumerate() {
+                let pool = service.pool(i).map(|pool| {
+                    let input = PoolInput {
+                        service,
+                        pool,
+                        region,
+                        relay: i != local && region.reach == meridian_config::Reach::Instances,
+                        answers,
+                        runtime,
+                        metrics,
+                    };
+                    pools::build(&input, &mut carried)
+                });
+                regions.push(pool);
+            }
+            services.push(ServicePools {
+                name: service.name.as_str().into(),
+                sticky: StickyTable::build(service, &regions, &config),
+                regions,
+                country_table: Arc::default(),
+                country_table_anywhere: Arc::default(),
+                metrics: metrics.service(&service.name),
+            });
+        }
+        let n = config.regions.len();
+        let region_usable = config
+            .regions
+            .iter()
+            .map(|r| metrics.region_usable(&r.name))
+            .collect();
         let mut snap = Snapshot {
             generation: previous.map_or(1, |p| p.generation + 1),
-            local_order: local_order(&regions, local, node_coords),
+            local_order: local_order(&coords, local, node_coords),
+            config_order: (0..n.min(usize::from(u16::MAX)) as u16).collect(),
+            routes: RouteTable::build(&config),
             config,
-            regions,
+            services,
             local,
             node_coords,
+            coords,
             locator,
-            country_table: CountryTable::default(),
             failovers: Vec::new(),
+            region_usable,
             metrics: metrics.clone(),
             built_at: SystemTime::now(),
         };
-        let table = CountryTable::build(snap.view());
-        snap.country_table = table;
+        // Services that run in the same regions steer alike: one table for each set.
+        let mut tables: HashMap<Vec<bool>, (Arc<CountryTable>, Arc<CountryTable>)> = HashMap::new();
+        for i in 0..snap.services.len() {
+            let present: Vec<bool> = snap.services[i]
+                .regions
+                .iter()
+                .map(Option::is_some)
+                .collect();
+            let (table, anywhere) = match tables.get(&present) {
+                Some((t, a)) => (Arc::clone(t), Arc::clone(a)),
+                None => {
+                    let t = Arc::new(CountryTable::build(snap.view(i)));
+                    let a = Arc::new(CountryTable::build_anywhere(View {
+                        local_order: &snap.config_order,
+                        ..snap.view(i)
+                    }));
+                    tables.insert(present, (Arc::clone(&t), Arc::clone(&a)));
+                    (t, a)
+                }
+            };
+            snap.services[i].country_table = table;
+            snap.services[i].country_table_anywhere = anywhere;
+        }
         if n <= FAILOVER_TABLE_MAX_REGIONS {
             snap.failovers = (0..n * n).map(|_| OnceLock::new()).collect();
         }
@@ -248,21 +230,37 @@ impl Snapshot {
 
     /// Counts a request that steering preferred for region `from` but region `to` served.
     pub fn count_failover(&self, from: usize, to: usize) {
-        let (Some(f), Some(t)) = (self.regions.get(from), self.regions.get(to)) else {
+        let regions = &self.config.regions;
+        let (Some(f), Some(t)) = (regions.get(from), regions.get(to)) else {
             return;
         };
         let counter = || self.metrics.failover_counter(&f.name, &t.name);
-        match self.failovers.get(from * self.regions.len() + to) {
+        match self.failovers.get(from * regions.len() + to) {
             Some(cell) => cell.get_or_init(counter).inc(),
             None => counter().inc(),
         }
     }
 
-    /// Every backend in the snapshot.
+    /// Every pool: its service's index, its region's index and the pool.
+    pub fn pools(&self) -> impl Iterator<Item = (usize, usize, &RegionPool)> {
+        self.services.iter().enumerate().flat_map(|(si, s)| {
+            s.regions
+                .iter()
+                .enumerate()
+                .filter_map(move |(ri, p)| Some((si, ri, p.as_ref()?)))
+        })
+    }
+
+    /// Service `service`'s pool in region `region`.
+    pub fn pool(&self, service: usize, region: usize) -> Option<&RegionPool> {
+        self.services.get(service)?.regions.get(region)?.as_ref()
+    }
+
+    /// Every backend in the snapshot, with its pool (a relay member shared by several
+    /// services' pools comes once per pool).
     pub fn backends(&self) -> impl Iterator<Item = (&RegionPool, &Member)> {
-        self.regions
-            .iter()
-            .flat_map(|r| r.members.iter().map(move |m| (r, m)))
+        self.pools()
+            .flat_map(|(_, _, r)| r.members.iter().map(move |m| (r, m)))
     }
 
     /// Backends in `self` that `next` no longer has.
@@ -274,11 +272,12 @@ impl Snapshot {
             .collect()
     }
 
-    /// What steering and ranking read from this snapshot.
-    pub fn view(&self) -> View<'_> {
+    /// What steering and ranking read from this snapshot for service `service`.
+    pub fn view(&self, service: usize) -> View<'_> {
         View {
             config: &self.config,
-            regions: &self.regions,
+            pools: self.services.get(service).map_or(&[], |s| &s.regions),
+            coords: &self.coords,
             node_coords: self.node_coords,
             local_order: &self.local_order,
         }
@@ -296,11 +295,17 @@ impl Snapshot {
             None,
             &RoutingMetrics::detached(),
             &Answers::new(),
+            &RuntimeSettings::default(),
         )
     }
 
     /// Looks a region up by name.
     pub fn region_index(&self, name: &str) -> Option<usize> {
-        self.regions.iter().position(|r| &*r.name == name)
+        self.config.regions.iter().position(|r| r.name == name)
+    }
+
+    /// Looks a service up by name.
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.services.iter().position(|s| &*s.name == name)
     }
 }

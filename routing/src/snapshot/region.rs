@@ -1,5 +1,6 @@
-//! A region in a snapshot: its pool (members, balancer, health-check settings) and its live
-//! state (measured latency, usable count, tier in use), carried across reloads by name.
+//! A service's pool in a region, in a snapshot: its members, balancer and health-check
+//! settings, and its live state (measured latency, usable count, tier in use), carried
+//! across reloads by `service/region`.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::selection::{Balancer, Member};
 /// [`RegionState::publish_measurement`]).
 pub const MEASUREMENT_DWELL: Duration = Duration::from_secs(1);
 
-/// Live per-region state, carried across reloads by region name.
+/// Live per-pool state, carried across reloads by `service/region`.
 #[derive(Debug)]
 pub struct RegionState {
     /// Pre-resolved metric handles.
@@ -42,6 +43,10 @@ pub struct RegionState {
     /// backends plus the round trip to that instance), in µs; 0 when there is no fresh
     /// report and this instance's own measurements count.
     remote_latency_us: AtomicU32,
+    /// The region's own instance's measured latency to its backends, as the mesh reports
+    /// it (µs; 0: no fresh report): the same for every instance, unlike
+    /// `remote_latency_us`, which adds this instance's round trip.
+    reported_us: AtomicU32,
 }
 
 impl RegionState {
@@ -56,6 +61,7 @@ impl RegionState {
             tier_members: AtomicU32::new(0),
             cursor: AtomicUsize::new(0),
             remote_latency_us: AtomicU32::new(0),
+            reported_us: AtomicU32::new(0),
         }
     }
 
@@ -68,6 +74,21 @@ impl RegionState {
     /// The latency the mesh reports for the region, if any.
     pub fn remote_latency(&self) -> Option<u32> {
         match self.remote_latency_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us),
+        }
+    }
+
+    /// Sets or clears (`None`) the latency the region's own instance reports for its
+    /// backends.
+    pub fn set_reported_latency(&self, us: Option<u32>) {
+        self.reported_us
+            .store(us.map_or(0, |u| u.max(1)), Ordering::Relaxed);
+    }
+
+    /// The latency the region's own instance reports for its backends, if any.
+    pub fn reported_latency(&self) -> Option<u32> {
+        match self.reported_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(us),
         }
@@ -139,11 +160,15 @@ impl RegionState {
     }
 }
 
-/// One region's pool in a snapshot.
+/// One service's pool in one region, in a snapshot.
 #[derive(Debug)]
 pub struct RegionPool {
     /// The region's name.
     pub name: Arc<str>,
+    /// The service's name.
+    pub service: Arc<str>,
+    /// `service/region`: the key of its live state and of pool-wide runtime settings.
+    pub key: Arc<str>,
     /// Its coordinates.
     pub coords: Coordinates,
     /// Its backends.
@@ -157,6 +182,8 @@ pub struct RegionPool {
     /// Whether the members are the region's Meridian instances (requests are relayed
     /// through them; the mesh, not probes, says whether they are usable).
     pub relay: bool,
+    /// The slow-start window in milliseconds (0: none).
+    pub slow_start_ms: u32,
 }
 
 #[cfg(test)]
@@ -164,7 +191,7 @@ mod tests {
     use super::*;
 
     fn state() -> RegionState {
-        RegionState::new(crate::metrics::RoutingMetrics::detached().region("r"))
+        RegionState::new(crate::metrics::RoutingMetrics::detached().region("r", "s"))
     }
 
     #[tokio::test(start_paused = true)]

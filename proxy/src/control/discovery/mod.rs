@@ -127,9 +127,7 @@ impl Rebuilds {
 /// The DNS names a config's backends use.
 pub fn names(config: &Config) -> BTreeSet<BackendAddress> {
     config
-        .regions
-        .iter()
-        .flat_map(|r| &r.backends)
+        .backends()
         .filter(|b| b.address.as_static().is_none())
         .map(|b| b.address.clone())
         .collect()

@@ -64,5 +64,8 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.node.region != new.node.region {
         out.push("node.region");
     }
+    if (&old.geodns.listen, old.geodns.threads) != (&new.geodns.listen, new.geodns.threads) {
+        out.push("geodns.listen/threads");
+    }
     out
 }

@@ -428,7 +428,8 @@ impl Reloader {
     ) -> Result<Swapped, TlsError> {
         let answers = self.dns.answers();
         let metrics = &self.inst.routing_metrics;
-        let next = Active::build(config, locator, Some(current), metrics, &answers)?;
+        let runtime = self.inst.runtime.get();
+        let next = Active::build(config, locator, Some(current), metrics, &answers, &runtime)?;
         let generation = next.routing.generation;
         let removed: Vec<(Arc<str>, Arc<str>)> = current
             .routing
@@ -452,6 +453,28 @@ impl Reloader {
             backends,
             removed: removed.len(),
         })
+    }
+
+    /// Runs `f` with reloads and rebuilds held off (a runtime change and a snapshot build
+    /// must not interleave: the build would apply the settings from before the change);
+    /// when it succeeds and `rebuild` says so of its result, rebuilds the current config's
+    /// snapshot before letting them go.
+    pub fn exclusive<T, E>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+        rebuild: impl FnOnce(&T) -> bool,
+    ) -> Result<T, E> {
+        let _serial = lock(&self.lock);
+        let out = f()?;
+        if rebuild(&out) {
+            let current = self.inst.active();
+            let routing = &current.routing;
+            let config = routing.config.clone();
+            if let Err(e) = self.rebuild(config, routing.locator.clone(), &current, None) {
+                tracing::error!(error = %e, "rebuild after a runtime change failed; weights apply at the next reload");
+            }
+        }
+        Ok(out)
     }
 
     /// Rebuilds the current config's snapshot with the latest DNS answers.

@@ -45,13 +45,13 @@ pub fn watched_files(config: &Config) -> Vec<PathBuf> {
             files.push(c.key_file.clone());
         }
     }
-    for r in &config.regions {
-        if let Some(tls) = &r.tls {
-            files.extend(tls.ca_file.iter().cloned());
-            if let Some(c) = &tls.client_cert {
-                files.push(c.cert_file.clone());
-                files.push(c.key_file.clone());
-            }
+    let pools = config.services.iter().flat_map(|s| &s.pools);
+    let regions = config.regions.iter().map(|r| &r.tls);
+    for tls in regions.chain(pools.map(|p| &p.tls)).flatten() {
+        files.extend(tls.ca_file.iter().cloned());
+        if let Some(c) = &tls.client_cert {
+            files.push(c.cert_file.clone());
+            files.push(c.key_file.clone());
         }
     }
     files.sort();

@@ -133,6 +133,7 @@ mod tests {
         Admin {
             token: token.map(|t| Secret::new(t.to_string())),
             hosts: vec!["meridian.internal".into()],
+            state_file: None,
         }
     }
 

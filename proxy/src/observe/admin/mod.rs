@@ -1,10 +1,12 @@
-//! The admin listener: the status page (`/`), `/metrics`, `/healthz`, `/status` and
-//! `POST /reload`. Bound to 127.0.0.1 by default; it is never on the request path.
+//! The admin listener: the status page (`/`), `/metrics`, `/healthz`, `/status`,
+//! `POST /reload` and the runtime API (`GET /runtime`, `POST /runtime/backend`,
+//! `POST /runtime/region`). Bound to 127.0.0.1 by default; it is never on the request path.
 //! Outcomes of the control plane (reload results and errors) become HTTP statuses here,
 //! in one place.
 
 pub mod guard;
 mod page;
+pub mod runtime_api;
 pub mod status;
 
 use std::sync::Arc;
@@ -48,6 +50,23 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         http::HeaderValue::from_static("no-store"),
     );
     resp
+}
+
+/// Reads a request body of at most `max` bytes.
+async fn read_body(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > max {
+                    return Err(format!("body over {max} bytes"));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("cannot read the body: {e}")),
+        }
+    }
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
@@ -138,13 +157,46 @@ impl ServeHttp for Admin {
                         .unwrap_or_else(|e| Err(ReloadError::Panicked(e.to_string())));
                 reload_response(result)
             }
-            (_, "/metrics" | "/healthz" | "/status" | "/reload") => {
+            (Method::GET, "/runtime") => {
+                json_response(StatusCode::OK, &runtime_api::settings(&self.reloader))
+            }
+            (Method::POST, "/runtime/backend" | "/runtime/region") => {
+                let body = match read_body(session, runtime_api::MAX_BODY).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let v = json!({ "result": "invalid", "error": e });
+                        return json_response(StatusCode::BAD_REQUEST, &v);
+                    }
+                };
+                let change = match runtime_api::parse(&path, &body) {
+                    Ok(c) => c,
+                    Err((status, v)) => return json_response(status, &v),
+                };
+                let reloader = self.reloader.clone();
+                let (status, v) = tokio::task::spawn_blocking(move || {
+                    runtime_api::apply(&reloader, &change)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    let v = json!({ "result": "failed", "error": e.to_string() });
+                    (StatusCode::INTERNAL_SERVER_ERROR, v)
+                });
+                json_response(status, &v)
+            }
+            (
+                _,
+                "/metrics" | "/healthz" | "/status" | "/reload" | "/runtime" | "/runtime/backend"
+                | "/runtime/region",
+            ) => {
                 let mut resp = respond(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "text/plain",
                     b"method not allowed\n".to_vec(),
                 );
-                let allow = if path == "/reload" { "POST" } else { "GET" };
+                let allow = match path.as_str() {
+                    "/reload" | "/runtime/backend" | "/runtime/region" => "POST",
+                    _ => "GET",
+                };
                 resp.headers_mut()
                     .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
                 resp
@@ -152,7 +204,7 @@ impl ServeHttp for Admin {
             _ => respond(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found: try /status, /metrics, /healthz or POST /reload\n".to_vec(),
+                b"not found: try /status, /metrics, /healthz, /runtime, POST /reload, POST /runtime/backend or POST /runtime/region\n".to_vec(),
             ),
         }
     }
