@@ -2,7 +2,8 @@
 //! backends (prior knowledge), whatever the client spoke, and multiplexes concurrent
 //! requests as streams over a few connections (counted at the backend); its health probes
 //! speak h2c too. The same load to an `http1` region needs a connection per request. With
-//! `protocol = "auto"` over TLS the backend's ALPN decides.
+//! `protocol = "auto"` over TLS the backend's ALPN decides. The protocol is a pool setting:
+//! two services in one region speak each their own.
 
 #![allow(clippy::unwrap_used)]
 
@@ -94,6 +95,32 @@ async fn an_h2c_region_multiplexes_requests_over_a_few_connections() {
         new <= 4,
         "{new} new upstream connections for 30 concurrent requests"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_services_pool_speaks_its_own_protocol() {
+    let api = backend("api", "local").await;
+    let web = backend("web", "local").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut cfg = header("local", listen, admin);
+    // Global h2c; the service web goes back to HTTP/1.1 in its pool.
+    cfg.push_str(&format!(
+        "\n[upstream]\nprotocol = \"h2c\"\n\n[regions.local]\nlatitude = 0.0\nlongitude = 0.0\n\n[services.api]\nhosts = [\"api.test\"]\n[services.api.regions.local]\nbackends = [{{ address = \"{}\" }}]\n\n[services.web]\ndefault = true\nhosts = [\"web.test\"]\n[services.web.regions.local]\nbackends = [{{ address = \"{}\" }}]\nupstream = {{ protocol = \"http1\" }}\n",
+        api.addr(),
+        web.addr()
+    ));
+    // Both pools' probes (h2c, HTTP/1.1) bring their backend up.
+    let m = start(cfg, listen, admin).await;
+    for (host, version) in [("api.test", "HTTP/2"), ("web.test", "HTTP/1.1")] {
+        let resp = client()
+            .get(m.url("/echo"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{host}");
+        assert_eq!(resp.headers()["x-echo-version"], version, "{host}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

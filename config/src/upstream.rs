@@ -349,6 +349,51 @@ mod tests {
         );
     }
 
+    const SERVICES: &str = "[node]\nregion = \"a\"\n\n[upstream]\nprotocol = \"h2c\"\n\n[regions.a]\nlatitude = 0.0\nlongitude = 0.0\n[regions.a.upstream]\nh2_max_streams = 7\n\n[regions.b]\nlatitude = 1.0\nlongitude = 1.0\n";
+
+    #[test]
+    fn pools_inherit_upstream_from_region_then_service_then_their_own() {
+        let text = format!(
+            "{SERVICES}\n[services.api]\n[services.api.upstream]\nh2_ping_interval = \"20s\"\n[services.api.regions.a]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n[services.api.regions.b]\nbackends = [{{ address = \"127.0.0.1:2\" }}]\n[services.api.regions.b.upstream]\nprotocol = \"http1\"\n\n[services.web]\nhosts = [\"web.example.com\"]\n[services.web.upstream]\nprotocol = \"h2\"\n[services.web.tls]\ninsecure_skip_verify = true\n[services.web.regions.b]\nbackends = [{{ address = \"127.0.0.1:3\" }}]\n"
+        );
+        let c = crate::parse(&text, "m.toml", None).unwrap();
+        let api = &c.services[0];
+        let a = api.pool(0).unwrap().upstream;
+        assert_eq!(a.protocol, UpstreamProtocol::H2c);
+        assert_eq!(a.h2_max_streams, 7, "from [regions.a.upstream]");
+        assert_eq!(a.h2_ping_interval, Some(std::time::Duration::from_secs(20)));
+        let b = api.pool(1).unwrap().upstream;
+        assert_eq!(b.protocol, UpstreamProtocol::Http1, "the pool's own");
+        assert_eq!(b.h2_max_streams, 100, "region b sets none");
+        assert_eq!(b.h2_ping_interval, Some(std::time::Duration::from_secs(20)));
+        let web = c.services[1].pool(1).unwrap().upstream;
+        assert_eq!(web.protocol, UpstreamProtocol::H2);
+        assert_eq!(web.h2_ping_interval, None);
+    }
+
+    #[test]
+    fn a_pools_protocol_must_fit_its_tls_and_health_check() {
+        let text = format!(
+            "{SERVICES}\n[services.api]\nhealth_check = {{ kind = \"grpc\" }}\n[services.api.upstream]\nprotocol = \"h2\"\n[services.api.regions.a]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n[services.api.regions.b]\nbackends = [{{ address = \"127.0.0.1:2\" }}]\nupstream = {{ protocol = \"http1\" }}\n"
+        );
+        let e = errors(&text);
+        assert!(
+            e.contains("services.api.upstream.protocol = \"h2\": protocol \"h2\" negotiates HTTP/2 by TLS ALPN, but service api's pool in region a has no [services.api.regions.a.tls] (hint: add [services.api.regions.a.tls], or use protocol = \"h2c\" for cleartext HTTP/2)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("services.api.health_check.kind = \"grpc\": a grpc health check needs HTTP/2, but service api's pool in region b speaks HTTP/1.1 to its backends (hint: set protocol = \"h2c\" (or \"h2\" with TLS) in [services.api.regions.b.upstream], [services.api.upstream], [regions.b.upstream] or [upstream])"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 2, "{e}");
+        // The regions' own settings are only defaults here (no region lists backends):
+        // the global h2c is not checked against a region, only against the pools.
+        let text = format!(
+            "{SERVICES}\n[services.api]\n[services.api.tls]\ninsecure_skip_verify = true\n[services.api.upstream]\nprotocol = \"h2\"\n[services.api.regions.a]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n"
+        );
+        crate::parse(&text, "m.toml", None).unwrap();
+    }
+
     #[test]
     fn grpc_retry_settings() {
         let text = format!(

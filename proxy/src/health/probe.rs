@@ -1,5 +1,5 @@
 //! One active health probe: an HTTP(S) `GET` whose status must fall in the expected
-//! range (HTTP/1.1, or HTTP/2 as the region's upstream protocol says: `probe_h2.rs`), a
+//! range (HTTP/1.1, or HTTP/2 as the pool's upstream protocol says: `probe_h2.rs`), a
 //! gRPC health check, or a TCP connect; [`ProbeError`] says why a probe failed.
 
 use std::net::SocketAddr;

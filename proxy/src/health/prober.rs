@@ -57,7 +57,7 @@ struct ProbeSettings {
     check: HealthCheck,
     decay: Duration,
     max_ejection: Duration,
-    /// The region's TLS and the client config (ALPN) probes use.
+    /// The pool's TLS and the client config (ALPN) probes use; its upstream protocol.
     tls: Option<(Arc<UpstreamPeerTls>, Arc<ClientConfig>)>,
     protocol: UpstreamProtocol,
 }
