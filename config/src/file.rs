@@ -105,6 +105,7 @@ pub(crate) struct FileConfig {
     pub geodns: GeoDnsFile,
     pub sticky: Option<StickyFile>,
     pub services: Option<Entries<ServiceFile>>,
+    pub upstream: UpstreamFile,
 }
 
 /// `[node]`
@@ -171,6 +172,7 @@ pub(crate) struct TimeoutsFile {
     pub request_header: Option<S<String>>,
     pub client_write: Option<S<String>>,
     pub h2_idle: Option<S<String>>,
+    pub tunnel: Option<S<String>>,
     pub shutdown_grace: Option<S<String>>,
 }
 
@@ -250,6 +252,17 @@ pub(crate) struct HealthCheckFile {
     pub timeout: Option<S<String>>,
     pub rise: Option<S<i64>>,
     pub fall: Option<S<i64>>,
+    pub grpc_service: Option<S<String>>,
+}
+
+/// `[upstream]`, `[regions.X.upstream]`, `[services.X.upstream]` and
+/// `[services.X.regions.Y.upstream]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
+pub(crate) struct UpstreamFile {
+    pub protocol: Option<S<String>>,
+    pub h2_max_streams: Option<S<i64>>,
+    pub h2_ping_interval: Option<S<String>>,
 }
 
 /// `expect_status`: a string such as `"200-399"`, or a bare integer such as `200`.
@@ -289,6 +302,7 @@ pub(crate) struct RegionFile {
     pub backends: Option<S<Vec<S<BackendFile>>>>,
     pub health_check: Option<HealthCheckFile>,
     pub tls: Option<UpstreamTlsFile>,
+    pub upstream: Option<UpstreamFile>,
     pub instances: Option<S<Vec<S<InstanceFile>>>>,
     pub reach: Option<S<String>>,
     pub slow_start: Option<S<String>>,
@@ -305,6 +319,7 @@ pub(crate) struct ServiceFile {
     pub hash_key: Option<S<String>>,
     pub health_check: Option<HealthCheckFile>,
     pub tls: Option<UpstreamTlsFile>,
+    pub upstream: Option<UpstreamFile>,
     pub slow_start: Option<S<String>>,
     pub sticky: Option<StickyFile>,
     pub certificates: Option<S<Vec<S<CertificateFile>>>>,
@@ -320,6 +335,7 @@ pub(crate) struct PoolFile {
     pub backends: Option<S<Vec<S<BackendFile>>>>,
     pub health_check: Option<HealthCheckFile>,
     pub tls: Option<UpstreamTlsFile>,
+    pub upstream: Option<UpstreamFile>,
     pub slow_start: Option<S<String>>,
 }
 
@@ -505,6 +521,8 @@ pub(crate) struct RetryFile {
     pub retry_after: Option<S<String>>,
     pub budget_percent: Option<S<i64>>,
     pub min_per_second: Option<S<i64>>,
+    pub grpc_on: Option<S<Vec<S<String>>>>,
+    pub grpc_idempotent: Option<S<Vec<S<String>>>>,
 }
 
 /// `[reload]`
@@ -547,7 +565,8 @@ table_only!(
     RecordFile,
     ServiceFile,
     PoolFile,
-    StickyFile
+    StickyFile,
+    UpstreamFile
 );
 
 /// A table with arbitrary keys, in file order.

@@ -29,6 +29,7 @@ mod file;
 mod file_errors;
 pub mod geodns;
 mod keys;
+mod layer;
 mod limits;
 mod mesh;
 pub mod model;
@@ -39,6 +40,7 @@ mod routing;
 mod services;
 mod sticky;
 mod tls;
+mod upstream;
 mod validate;
 
 use std::path::Path;

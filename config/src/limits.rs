@@ -33,6 +33,7 @@ pub(crate) fn timeouts(cx: &mut Cx<'_>, file: &file::TimeoutsFile) -> Timeouts {
         request_header: d(&file.request_header, "timeouts.request_header", 10),
         client_write: d(&file.client_write, "timeouts.client_write", 60),
         h2_idle: d(&file.h2_idle, "timeouts.h2_idle", 60),
+        tunnel: d(&file.tunnel, "timeouts.tunnel", 3600),
         shutdown_grace: Duration::ZERO,
     };
     // In-flight requests get at least as long as one upstream read to finish.

@@ -1,6 +1,7 @@
 //! The settings every pool has, in `[regions.NAME]` and in `[services.NAME]` /
 //! `[services.NAME.regions.REGION]`: the balancer, the backends, the health check merged
-//! key by key over the layers below it, TLS to the backends and slow start. Each layer
+//! key by key over the layers below it, TLS to the backends, the upstream protocol
+//! (`upstream`, merged key by key like the health check) and slow start. Each layer
 //! inherits what it does not set from the one below (global → region → service → pool).
 
 use std::collections::HashMap;
@@ -9,8 +10,10 @@ use std::time::Duration;
 
 use crate::checks::{self, Problem};
 use crate::context::Cx;
-use crate::file::{BackendFile, HealthCheckFile, UpstreamTlsFile, S};
+use crate::file::{BackendFile, HealthCheckFile, UpstreamFile, UpstreamTlsFile, S};
+use crate::layer::{setting, Setting};
 use crate::model::{Backend, BackendAddress, Balance, HealthCheck, ProbeKind, UpstreamTls};
+use crate::upstream::UpLayer;
 
 /// The most backends (entries of `backends`) one pool may list: the proxy keeps member
 /// indices in `u16`.
@@ -40,6 +43,7 @@ pub(crate) struct PoolKeys<'a> {
     pub hash_key: Option<&'a S<String>>,
     pub health_check: Option<&'a HealthCheckFile>,
     pub tls: Option<&'a UpstreamTlsFile>,
+    pub upstream: Option<&'a UpstreamFile>,
     pub slow_start: Option<&'a S<String>>,
 }
 
@@ -49,16 +53,23 @@ pub(crate) struct PoolSettings {
     pub balance: Balance,
     pub health: Layer,
     pub tls: Option<UpstreamTls>,
+    /// Whether TLS to the backends is on (also when its table was invalid, so that the
+    /// protocol is not reported against it a second time).
+    pub tls_on: bool,
+    pub upstream: UpLayer,
     pub slow_start: Option<Duration>,
 }
 
 impl PoolSettings {
-    /// The defaults under `global`, the `[health_check]` table.
-    pub(crate) fn base(global: &Layer) -> Self {
+    /// The defaults under `global`, the `[health_check]` table, and `upstream`, the
+    /// `[upstream]` table.
+    pub(crate) fn base(global: &Layer, upstream: &UpLayer) -> Self {
         PoolSettings {
             balance: Balance::P2cPeakEwma,
             health: global.clone(),
             tls: None,
+            tls_on: false,
+            upstream: upstream.clone(),
             slow_start: None,
         }
     }
@@ -78,10 +89,16 @@ impl PoolSettings {
         };
         let health = own.over(&self.health);
         health.check_timeout(cx, &own);
-        let tls = match keys.tls {
-            Some(file) => crate::tls::upstream_tls(cx, Some(file), key, prefix),
-            None => self.tls.clone(),
+        let (tls, tls_on) = match keys.tls {
+            Some(file) => {
+                let tls = crate::tls::upstream_tls(cx, Some(file), key, prefix);
+                let on = tls.is_some() || file.enabled != Some(false);
+                (tls, on)
+            }
+            None => (self.tls.clone(), self.tls_on),
         };
+        let upstream =
+            UpLayer::parse(cx, keys.upstream, &format!("{prefix}.upstream")).over(&self.upstream);
         let slow_start = match keys.slow_start {
             None => self.slow_start,
             Some(v) => cx
@@ -95,44 +112,32 @@ impl PoolSettings {
             balance,
             health,
             tls,
+            tls_on,
+            upstream,
             slow_start,
         }
     }
+
+    /// Checks that the merged protocol fits the merged TLS and health check of `pool`.
+    pub(crate) fn check_protocol(&self, cx: &mut Cx<'_>, pool: &crate::upstream::PoolName<'_>) {
+        self.upstream
+            .check_pool(cx, pool, self.tls_on, self.health.grpc_at());
+    }
 }
 
-/// One health-check setting from one layer (global or region).
-#[derive(Debug, Clone)]
-pub(crate) enum Setting<T> {
-    /// Not written in this layer.
-    Unset,
-    /// Written but invalid (already reported).
-    Bad,
-    /// Written and valid: the value, its span and its field path.
-    Set(T, Range<usize>, String),
-}
-
-impl<T: Clone> Setting<T> {
-    /// This layer's setting, or `under`'s if this layer does not set it.
-    fn over(&self, under: &Self) -> Self {
-        match self {
-            Setting::Unset => under.clone(),
-            other => other.clone(),
-        }
-    }
-
-    /// The value, or `default` when unset or invalid.
-    fn or(&self, default: T) -> T {
-        match self {
-            Setting::Set(v, _, _) => v.clone(),
-            _ => default,
-        }
-    }
+/// The health-check probe kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tcp,
+    Grpc,
 }
 
 /// The health-check settings written in one table.
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
-    tcp: Setting<bool>,
+    kind: Setting<Kind>,
+    grpc_service: Setting<String>,
     path: Setting<String>,
     host: Setting<String>,
     expect: Setting<RangeInclusive<u16>>,
@@ -140,21 +145,6 @@ pub(crate) struct Layer {
     timeout: Setting<Duration>,
     rise: Setting<u32>,
     fall: Setting<u32>,
-}
-
-fn setting<T, U>(
-    cx: &mut Cx<'_>,
-    value: &Option<S<T>>,
-    field: String,
-    check: impl FnOnce(&T) -> Result<U, Problem>,
-) -> Setting<U> {
-    match value {
-        None => Setting::Unset,
-        Some(v) => match cx.check(v, &field, check) {
-            Some(parsed) => Setting::Set(parsed, v.span(), field),
-            None => Setting::Bad,
-        },
-    }
 }
 
 impl Layer {
@@ -172,9 +162,27 @@ impl Layer {
             Ok(u32::try_from(v).unwrap_or(1))
         };
         Layer {
-            tcp: setting(cx, &file.kind, format!("{prefix}.kind"), |k| {
-                checks::choice(k, &["http", "tcp"], "health check kind").map(|k| k == "tcp")
+            kind: setting(cx, &file.kind, format!("{prefix}.kind"), |k| {
+                Ok(
+                    match checks::choice(k, &["http", "tcp", "grpc"], "health check kind")? {
+                        "tcp" => Kind::Tcp,
+                        "grpc" => Kind::Grpc,
+                        _ => Kind::Http,
+                    },
+                )
             }),
+            grpc_service: setting(
+                cx,
+                &file.grpc_service,
+                format!("{prefix}.grpc_service"),
+                |s| {
+                    if s.is_empty() {
+                        Ok(String::new())
+                    } else {
+                        checks::visible_token(s, "grpc_service")
+                    }
+                },
+            ),
             path: setting(cx, &file.path, format!("{prefix}.path"), |p| {
                 checks::probe_path(p)
             }),
@@ -204,7 +212,8 @@ impl Layer {
 
     pub(crate) fn unset() -> Self {
         Layer {
-            tcp: Setting::Unset,
+            kind: Setting::Unset,
+            grpc_service: Setting::Unset,
             path: Setting::Unset,
             host: Setting::Unset,
             expect: Setting::Unset,
@@ -218,7 +227,8 @@ impl Layer {
     /// This layer merged field by field over `under`.
     pub(crate) fn over(&self, under: &Layer) -> Layer {
         Layer {
-            tcp: self.tcp.over(&under.tcp),
+            kind: self.kind.over(&under.kind),
+            grpc_service: self.grpc_service.over(&under.grpc_service),
             path: self.path.over(&under.path),
             host: self.host.over(&under.host),
             expect: self.expect.over(&under.expect),
@@ -257,18 +267,30 @@ impl Layer {
         }
     }
 
+    /// Where a `kind = "grpc"` in effect was written.
+    fn grpc_at(&self) -> Option<(Range<usize>, String)> {
+        match &self.kind {
+            Setting::Set(Kind::Grpc, span, field) => Some((span.clone(), field.clone())),
+            _ => None,
+        }
+    }
+
     pub(crate) fn build(&self) -> HealthCheck {
-        let kind = if self.tcp.or(false) {
-            ProbeKind::Tcp
-        } else {
-            ProbeKind::Http {
+        let host = match &self.host {
+            Setting::Set(h, _, _) => Some(h.clone()),
+            _ => None,
+        };
+        let kind = match self.kind.or(Kind::Http) {
+            Kind::Tcp => ProbeKind::Tcp,
+            Kind::Grpc => ProbeKind::Grpc {
+                service: self.grpc_service.or(String::new()),
+                authority: host,
+            },
+            Kind::Http => ProbeKind::Http {
                 path: self.path.or("/healthz".to_owned()),
-                host: match &self.host {
-                    Setting::Set(h, _, _) => Some(h.clone()),
-                    _ => None,
-                },
+                host,
                 expect: self.expect.or(200..=399),
-            }
+            },
         };
         HealthCheck {
             kind,

@@ -1,5 +1,5 @@
 //! Validation of `[regions.*]`: places, instances, and the pool settings (balancer,
-//! backends, health check, TLS, slow start) that make the implicit service's pools and
+//! backends, health check, TLS, upstream protocol, slow start) that make the implicit service's pools and
 //! the defaults of every service's pool in the region.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use crate::context::Cx;
 use crate::file::{FileConfig, RegionFile, S};
 use crate::model::{BackendAddress, Region};
 use crate::pools::{Layer, PoolKeys, PoolSettings};
+use crate::upstream::{PoolName, UpLayer};
 
 /// The most regions a file may define: the proxy keeps region indices in `u16` lists,
 /// and routing scores every region per request.
@@ -26,12 +27,14 @@ pub(crate) struct Regions {
     pub seen: HashMap<BackendAddress, String>,
 }
 
-/// Validates every region (and the global `[health_check]` merged into each). With
+/// Validates every region (and the global `[health_check]` and `[upstream]` merged into
+/// each). With
 /// `services`, a region's `backends` may be left out.
 pub(crate) fn regions(cx: &mut Cx<'_>, file: &FileConfig, services: bool) -> Regions {
     let global = Layer::parse(cx, &file.health_check, "health_check");
     global.over(&Layer::unset()).check_timeout(cx, &global);
-    let base = PoolSettings::base(&global);
+    let upstream = UpLayer::parse(cx, Some(&file.upstream), "upstream");
+    let base = PoolSettings::base(&global, &upstream);
     let mut out = Regions {
         regions: Vec::new(),
         settings: Vec::new(),
@@ -102,10 +105,20 @@ fn one_region(
         hash_key: file.hash_key.as_ref(),
         health_check: file.health_check.as_ref(),
         tls: file.tls.as_ref(),
+        upstream: file.upstream.as_ref(),
         slow_start: file.slow_start.as_ref(),
     };
     let settings = base.layer(cx, keys, key.clone(), &prefix);
     let optional = services || relayed(file);
+    if !services || file.backends.is_some() || relayed(file) {
+        // The region's own pool (the implicit service's); otherwise its settings are only
+        // defaults, checked in the pools that inherit them.
+        let pool = PoolName {
+            service: None,
+            region: name,
+        };
+        settings.check_protocol(cx, &pool);
+    }
     let backends =
         crate::pools::backends(cx, file.backends.as_ref(), &key, &prefix, seen, optional);
     let (instances, reach) = crate::mesh::instances(cx, file, &prefix);
@@ -117,6 +130,7 @@ fn one_region(
         balance: settings.balance.clone(),
         health: settings.health.build(),
         tls: settings.tls.clone(),
+        upstream: settings.upstream.build(),
         slow_start: settings.slow_start,
         instances,
         reach,

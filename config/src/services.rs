@@ -14,6 +14,7 @@ use crate::model::{HostPattern, HttpsListener, Pool, Service, IMPLICIT_SERVICE};
 use crate::pools::{PoolKeys, PoolSettings};
 use crate::regions::{relayed, Regions};
 use crate::sticky;
+use crate::upstream::{PoolName, UpLayer};
 
 /// The most services a file may define (service indices are 16-bit on the request path).
 pub(crate) const MAX_SERVICES: usize = 1024;
@@ -48,6 +49,7 @@ pub(crate) fn services(cx: &mut Cx<'_>, file: &FileConfig, regions: &mut Regions
                 balance: r.balance.clone(),
                 health: r.health.clone(),
                 tls: r.tls.clone(),
+                upstream: r.upstream,
                 slow_start: r.slow_start,
             })
             .collect();
@@ -90,6 +92,7 @@ pub(crate) fn services(cx: &mut Cx<'_>, file: &FileConfig, regions: &mut Regions
         }
         let local_sticky = sticky::layer(cx, service.sticky.as_ref(), &format!("{prefix}.sticky"));
         let ctx = ServiceCx {
+            service: name,
             names: &names,
             region_files: &region_files,
             region_spans: &spans.regions,
@@ -113,6 +116,7 @@ pub(crate) fn services(cx: &mut Cx<'_>, file: &FileConfig, regions: &mut Regions
 
 /// What a service's pools are checked against.
 struct ServiceCx<'a> {
+    service: &'a str,
     names: &'a [String],
     region_files: &'a [&'a crate::file::RegionFile],
     region_spans: &'a [Range<usize>],
@@ -124,6 +128,7 @@ fn keys_of_service(s: &ServiceFile) -> PoolKeys<'_> {
         hash_key: s.hash_key.as_ref(),
         health_check: s.health_check.as_ref(),
         tls: s.tls.as_ref(),
+        upstream: s.upstream.as_ref(),
         slow_start: s.slow_start.as_ref(),
     }
 }
@@ -134,6 +139,7 @@ fn keys_of_pool(p: &PoolFile) -> PoolKeys<'_> {
         hash_key: p.hash_key.as_ref(),
         health_check: p.health_check.as_ref(),
         tls: p.tls.as_ref(),
+        upstream: p.upstream.as_ref(),
         slow_start: p.slow_start.as_ref(),
     }
 }
@@ -149,11 +155,10 @@ fn pools(
 ) -> Vec<Pool> {
     // The service's own keys are checked once, over the defaults (errors reported here);
     // over each region's settings below they are merged quietly.
-    let base = regions
-        .settings
-        .first()
-        .cloned()
-        .unwrap_or_else(|| PoolSettings::base(&crate::pools::Layer::unset()));
+    let base =
+        regions.settings.first().cloned().unwrap_or_else(|| {
+            PoolSettings::base(&crate::pools::Layer::unset(), &UpLayer::unset())
+        });
     let _ = base.layer(cx, keys_of_service(service), key.clone(), prefix);
     let field = format!("{prefix}.regions");
     let entries = match &service.regions {
@@ -194,6 +199,13 @@ fn pools(
         let over = regions.settings[ri].layer(cx, keys_of_service(service), key.clone(), prefix);
         cx.errors.truncate(quiet);
         let settings = over.layer(cx, keys_of_pool(pool), span.clone(), &at);
+        settings.check_protocol(
+            cx,
+            &PoolName {
+                service: Some(scx.service),
+                region,
+            },
+        );
         let optional = scx.region_files.get(ri).is_some_and(|r| relayed(r));
         let backends = crate::pools::backends(
             cx,
@@ -208,6 +220,7 @@ fn pools(
             backends,
             balance: settings.balance,
             health: settings.health.build(),
+            upstream: settings.upstream.build(),
             tls: settings.tls,
             slow_start: settings.slow_start,
         });

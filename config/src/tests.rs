@@ -67,6 +67,7 @@ fn minimal_file_gets_all_defaults() {
             request_header: Duration::from_secs(10),
             client_write: Duration::from_secs(60),
             h2_idle: Duration::from_secs(60),
+            tunnel: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(60),
         },
         logging: Logging {
@@ -86,6 +87,7 @@ fn minimal_file_gets_all_defaults() {
             balance: Balance::P2cPeakEwma,
             health: default_health(),
             tls: None,
+            upstream: Upstream::default(),
             slow_start: None,
             instances: vec![],
             reach: Reach::Backends,
@@ -124,6 +126,8 @@ fn minimal_file_gets_all_defaults() {
             retry_after: Duration::from_secs(5),
             budget_percent: 20,
             min_per_second: 10,
+            grpc_on: vec![14],
+            grpc_idempotent: vec![],
         },
         reload: Reload {
             watch: true,
@@ -172,6 +176,7 @@ fn minimal_file_gets_all_defaults() {
                 balance: Balance::P2cPeakEwma,
                 health: default_health(),
                 tls: None,
+                upstream: Upstream::default(),
                 slow_start: None,
             }],
             sticky: None,
@@ -334,6 +339,7 @@ fn full_file_maps_every_key() {
             request_header: Duration::from_secs(10),
             client_write: Duration::from_secs(60),
             h2_idle: Duration::from_secs(60),
+            tunnel: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(60),
         }
     );
@@ -471,6 +477,8 @@ fn full_file_maps_every_key() {
             retry_after: Duration::from_secs(10),
             budget_percent: 50,
             min_per_second: 3,
+            grpc_on: vec![14],
+            grpc_idempotent: vec![],
         }
     );
     assert_eq!(

@@ -528,6 +528,8 @@ fn retry(cx: &mut Cx<'_>, file: &file::RetryFile) -> Retry {
         retry_after,
         budget_percent: u32::try_from(budget_percent).unwrap_or(20),
         min_per_second: u32::try_from(min_per_second).unwrap_or(10),
+        grpc_on: crate::upstream::grpc_on(cx, file),
+        grpc_idempotent: crate::upstream::grpc_idempotent(cx, file),
     }
 }
 

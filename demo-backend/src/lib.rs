@@ -10,7 +10,7 @@
 //! | path          | answer                                                         |
 //! |---------------|----------------------------------------------------------------|
 //! | `/healthz`    | `200 ok` or `503 unhealthy` (see [`Backend::set_healthy`])      |
-//! | `/echo`       | the request body, plus `x-echo-*` headers describing the request |
+//! | `/echo`       | the request body, plus `x-echo-*` headers describing the request (its method, path, length, HTTP version and headers) |
 //! | `/bytes/N`    | `N` bytes of `abc…xyzabc…` (N ≤ 64 MiB)                         |
 //! | `/status/NNN` | status `NNN` with body `status NNN\n`                           |
 //! | `/delay/MS`   | sleeps `MS` ms (≤ 60000), then answers like `/`                 |

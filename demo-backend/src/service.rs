@@ -184,6 +184,12 @@ async fn echo(req: Request<Incoming>) -> Response<RespBody> {
         headers.insert("x-echo-path", v);
     }
     headers.insert("x-echo-length", HeaderValue::from(body.len()));
+    let version = match parts.version {
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    headers.insert("x-echo-version", HeaderValue::from_static(version));
     for name in parts.headers.keys() {
         let mut joined = BytesMut::new();
         for (i, value) in parts.headers.get_all(name).iter().enumerate() {

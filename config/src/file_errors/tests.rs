@@ -157,7 +157,7 @@ fn at_most_fifty_errors() {
         errors.errors[49].to_string(),
         "m.toml:50:1: unknown49: unknown key `unknown49` (hint: valid keys are: `node`, \
          `listeners`, `threads`, `timeouts`, `logging`, `health_check`, `regions`, `geoip`, \
-         `client`, `steering`, `residency`, `latency`, `outlier`, `retry`, `reload`, `dns`, `limits`, `admin`, `mesh`, `geodns`, `sticky`, `services`)"
+         `client`, `steering`, `residency`, `latency`, `outlier`, `retry`, `reload`, `dns`, `limits`, `admin`, `mesh`, `geodns`, `sticky`, `services`, `upstream`)"
     );
     assert_eq!(
         errors.errors[50].to_string(),

@@ -27,6 +27,10 @@ pub struct Timeouts {
     pub client_write: Duration,
     /// How long an HTTP/2 client connection with no open stream is kept.
     pub h2_idle: Duration,
+    /// How long an upgraded connection (WebSocket) or a long-lived stream (gRPC,
+    /// server-sent events) may stay silent in both directions, once its response header
+    /// has arrived, before it is closed.
+    pub tunnel: Duration,
     /// On stop or graceful upgrade, how long in-flight requests get to finish.
     pub shutdown_grace: Duration,
 }

@@ -17,6 +17,7 @@ mod mesh;
 mod pool;
 mod secrets;
 mod services;
+mod upstream;
 
 pub use geodns::{GeoDns, RecordData, StaticRecord, Zone};
 pub use limits::{Admin, Limits, Timeouts};
@@ -29,6 +30,7 @@ pub use secrets::{PrivateKey, Secret};
 pub use services::{
     DrainingSessions, HostPattern, Pool, SameSite, Service, Sticky, IMPLICIT_SERVICE,
 };
+pub use upstream::{GrpcMethod, Upstream, UpstreamProtocol, GRPC_CODE_NAMES};
 
 /// A fully validated Meridian configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +245,8 @@ pub struct Region {
     pub health: HealthCheck,
     /// TLS to the backends; plain HTTP when `None`.
     pub tls: Option<UpstreamTls>,
+    /// The protocol spoken to the backends and how HTTP/2 connections are shared.
+    pub upstream: Upstream,
     /// A backend that becomes usable ramps its weight up over this window (`None`: off).
     /// With services, this and `balance`, `health` and `tls` are the defaults of every
     /// service's pool in the region.
@@ -376,7 +380,7 @@ pub struct Outlier {
 }
 
 /// Retry policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
     /// Upstream attempts after the first one, across backends and regions.
     pub attempts: u32,
@@ -387,6 +391,12 @@ pub struct Retry {
     pub budget_percent: u32,
     /// Retries per second always allowed, whatever the budget (low traffic still retries).
     pub min_per_second: u32,
+    /// gRPC status codes (numbers) of a backend's trailers-only answer that are retried on
+    /// another backend, as long as nothing of the response reached the client.
+    pub grpc_on: Vec<u8>,
+    /// gRPC methods that are safe to send again after a failure once the call was sent
+    /// (like an idempotent HTTP method).
+    pub grpc_idempotent: Vec<GrpcMethod>,
 }
 
 /// Hot reload settings.

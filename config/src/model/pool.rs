@@ -152,7 +152,8 @@ pub struct HealthCheck {
 /// What a health probe does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
-    /// `GET path` over HTTP/1.1; healthy when the status is in `expect`.
+    /// `GET path` (over the pool's upstream protocol); healthy when the status is in
+    /// `expect`.
     Http {
         /// Request path, starting with `/`.
         path: String,
@@ -163,4 +164,12 @@ pub enum ProbeKind {
     },
     /// A TCP connect; healthy when it succeeds.
     Tcp,
+    /// A gRPC `grpc.health.v1.Health/Check` call over HTTP/2; healthy when it answers
+    /// `SERVING`.
+    Grpc {
+        /// The service asked about (`""`: the server as a whole).
+        service: String,
+        /// Optional `:authority` (defaults to the backend address).
+        authority: Option<String>,
+    },
 }

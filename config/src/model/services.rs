@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::pool::{Backend, Balance, HealthCheck, UpstreamTls};
+use super::upstream::Upstream;
 
 /// The name of the implicit service built from the `backends` of `[regions.*]`.
 pub const IMPLICIT_SERVICE: &str = "default";
@@ -67,6 +68,9 @@ pub struct Pool {
     pub health: HealthCheck,
     /// TLS to the backends; plain HTTP when `None`.
     pub tls: Option<UpstreamTls>,
+    /// The protocol spoken to the backends and how HTTP/2 connections are shared (merged:
+    /// global, region, service, pool).
+    pub upstream: Upstream,
     /// A backend that becomes usable ramps its weight up to full over this window.
     pub slow_start: Option<Duration>,
 }

@@ -1,73 +1,27 @@
 //! One active health probe: an HTTP(S) `GET` whose status must fall in the expected
-//! range, or a TCP connect; [`ProbeError`] says why a probe failed.
+//! range (HTTP/1.1, or HTTP/2 as the pool's upstream protocol says: `probe_h2.rs`), a
+//! gRPC health check, or a TCP connect; [`ProbeError`] says why a probe failed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use meridian_config::ProbeKind;
+use meridian_config::{ProbeKind, UpstreamProtocol};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::control::overload::local_exhaustion;
-
-/// Why a probe failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// The TCP connection failed.
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    /// The TLS server name is not a valid name.
-    #[error("tls: server name {name:?}: {reason}")]
-    ServerName {
-        /// The name.
-        name: String,
-        /// Why it is invalid.
-        reason: String,
-    },
-    /// The TLS handshake failed (e.g. a certificate that does not verify).
-    #[error("tls: {0}")]
-    Tls(std::io::Error),
-    /// Sending the request failed.
-    #[error("write: {0}")]
-    Write(std::io::Error),
-    /// Reading the response failed.
-    #[error("read: {0}")]
-    Read(std::io::Error),
-    /// The backend closed the connection before a status line.
-    #[error("connection closed before a status line")]
-    Closed,
-    /// The status is outside the expected range.
-    #[error("status {0}")]
-    Status(u16),
-    /// The response header is over 16 KiB.
-    #[error("response header too large")]
-    HeaderTooLarge,
-    /// The response is not HTTP.
-    #[error("bad response: {0}")]
-    BadResponse(httparse::Error),
-    /// No answer within the probe timeout.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-}
-
-impl ProbeError {
-    /// Whether the probe failed for a lack of this host's own resources (file descriptors,
-    /// ports): it says nothing about the backend and must not count against it.
-    pub fn is_local(&self) -> bool {
-        matches!(self, ProbeError::Connect(e) if e.raw_os_error().is_some_and(local_exhaustion))
-    }
-}
+pub use super::error::ProbeError;
 
 /// One probe: `Ok` when healthy, else a short reason. With `tls` (a client config and the
-/// server name), an `http` probe speaks HTTPS and fails on a bad certificate; a `tcp` probe
-/// only connects.
+/// server name), an `http` or `grpc` probe speaks TLS and fails on a bad certificate, and
+/// HTTP/2 when ALPN picks `h2`; without, it speaks h2c with `protocol = "h2c"` (a `grpc`
+/// probe always does). A `tcp` probe only connects.
 pub async fn probe_once(
     addr: SocketAddr,
     kind: &ProbeKind,
     tls: Option<(&Arc<ClientConfig>, String)>,
+    protocol: UpstreamProtocol,
 ) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(addr)
         .await
@@ -77,7 +31,10 @@ pub async fn probe_once(
         return Ok(());
     }
     match tls {
-        None => probe_http(stream, addr, kind).await,
+        None => {
+            let h2 = protocol == UpstreamProtocol::H2c || matches!(kind, ProbeKind::Grpc { .. });
+            dispatch(stream, addr, kind, h2).await
+        }
         Some((config, name)) => {
             let server_name =
                 ServerName::try_from(name.clone()).map_err(|e| ProbeError::ServerName {
@@ -88,7 +45,30 @@ pub async fn probe_once(
                 .connect(server_name, stream)
                 .await
                 .map_err(ProbeError::Tls)?;
-            probe_http(stream, addr, kind).await
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if matches!(kind, ProbeKind::Grpc { .. }) && !h2 {
+                return Err(ProbeError::NotH2);
+            }
+            dispatch(stream, addr, kind, h2).await
+        }
+    }
+}
+
+/// Runs the probe of `kind` on a connected `stream`, in HTTP/2 if `h2`.
+async fn dispatch<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    addr: SocketAddr,
+    kind: &ProbeKind,
+    h2: bool,
+) -> Result<(), ProbeError> {
+    match kind {
+        ProbeKind::Tcp => Ok(()),
+        ProbeKind::Http { path, host, expect } if h2 => {
+            super::probe_h2::http(stream, addr, path, host.as_deref(), expect).await
+        }
+        ProbeKind::Http { .. } => probe_http(stream, addr, kind).await,
+        ProbeKind::Grpc { service, authority } => {
+            super::probe_h2::grpc(stream, addr, service, authority.as_deref()).await
         }
     }
 }
@@ -167,9 +147,14 @@ mod tests {
     async fn http_probe_checks_the_status_range_and_sends_host() {
         let (addr, seen) = server(204).await;
         assert_eq!(
-            probe_once(addr, &http("/ready", 200..=299), None)
-                .await
-                .map_err(|e| e.to_string()),
+            probe_once(
+                addr,
+                &http("/ready", 200..=299),
+                None,
+                UpstreamProtocol::Http1
+            )
+            .await
+            .map_err(|e| e.to_string()),
             Ok(())
         );
         let req = seen.await.unwrap();
@@ -177,7 +162,7 @@ mod tests {
         assert!(req.contains("Host: health.internal\r\n"), "{req}");
         let (addr, _) = server(503).await;
         assert_eq!(
-            probe_once(addr, &http("/", 200..=399), None)
+            probe_once(addr, &http("/", 200..=399), None, UpstreamProtocol::Http1)
                 .await
                 .map_err(|e| e.to_string()),
             Err("status 503".to_string())
@@ -188,9 +173,13 @@ mod tests {
     async fn tcp_probe_is_a_connect() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        assert!(probe_once(addr, &ProbeKind::Tcp, None).await.is_ok());
+        assert!(
+            probe_once(addr, &ProbeKind::Tcp, None, UpstreamProtocol::Http1)
+                .await
+                .is_ok()
+        );
         drop(l);
-        let err = probe_once(addr, &ProbeKind::Tcp, None)
+        let err = probe_once(addr, &ProbeKind::Tcp, None, UpstreamProtocol::Http1)
             .await
             .unwrap_err()
             .to_string();
@@ -205,7 +194,7 @@ mod tests {
             let (mut s, _) = l.accept().await.unwrap();
             let _ = s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
         });
-        let err = probe_once(addr, &http("/", 200..=399), None)
+        let err = probe_once(addr, &http("/", 200..=399), None, UpstreamProtocol::Http1)
             .await
             .unwrap_err()
             .to_string();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use meridian_config::HealthCheck;
+use meridian_config::{HealthCheck, ProbeKind, UpstreamProtocol};
 use meridian_routing::backend::{BackendState, ProbeReport};
 use meridian_routing::health::{Health, Hysteresis};
 use pingora::server::ShutdownWatch;
@@ -22,6 +22,7 @@ use super::schedule::{next_slot, offset_in, phase_of};
 use crate::control::instance::Instance;
 use crate::control::readiness::Condition;
 use crate::request::upstream::UpstreamPeerTls;
+use rustls::ClientConfig;
 
 /// How often region measurements are published.
 const MEASURE_EVERY: Duration = Duration::from_millis(100);
@@ -56,17 +57,20 @@ struct ProbeSettings {
     check: HealthCheck,
     decay: Duration,
     max_ejection: Duration,
-    tls: Option<Arc<UpstreamPeerTls>>,
+    /// The pool's TLS and the client config (ALPN) probes use; its upstream protocol.
+    tls: Option<(Arc<UpstreamPeerTls>, Arc<ClientConfig>)>,
+    protocol: UpstreamProtocol,
 }
 
 impl PartialEq for ProbeSettings {
     fn eq(&self, other: &Self) -> bool {
         let same_tls = match (&self.tls, &other.tls) {
             (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.0, &b.0) && Arc::ptr_eq(&a.1, &b.1),
             _ => false,
         };
         same_tls
+            && self.protocol == other.protocol
             && self.check == other.check
             && self.decay == other.decay
             && self.max_ejection == other.max_ejection
@@ -103,7 +107,11 @@ fn reconcile(inst: &Arc<Instance>, tasks: &mut HashMap<Arc<str>, ProbeTask>) {
             check: region.health.clone(),
             decay: cfg.latency.decay,
             max_ejection: cfg.outlier.max_ejection,
-            tls: active.upstreams.tls(si, ri).cloned(),
+            tls: active.upstreams.probe_tls(
+                (si, ri),
+                matches!(region.health.kind, ProbeKind::Grpc { .. }),
+            ),
+            protocol: active.upstreams.settings(si, ri).protocol,
         };
         for member in &region.members {
             let state = &member.state;
@@ -194,7 +202,8 @@ async fn probe_loop(state: Arc<BackendState>, mut settings: watch::Receiver<Prob
                 &s.check.kind,
                 s.tls
                     .as_ref()
-                    .map(|t| (&t.probe_config, t.server_name(&state.host))),
+                    .map(|(t, config)| (config, t.server_name(&state.host))),
+                s.protocol,
             ),
         )
         .await

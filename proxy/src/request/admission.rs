@@ -17,6 +17,7 @@ impl Refusal {
             Refusal::BodyTooLarge => 413,
             Refusal::Loop => 508,
             Refusal::ClientStalled => 408,
+            Refusal::DeadlineExceeded => 504,
             Refusal::NoRoute => 404,
         }
     }

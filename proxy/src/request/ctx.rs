@@ -14,6 +14,9 @@ use pingora::http::RequestHeader;
 use tokio::time::Instant;
 
 use super::client::ClientAddr;
+use super::grpc::GrpcCall;
+use super::tunnel::Tunnel;
+use super::upstream::PeerNeeds;
 use crate::control::instance::Active;
 use crate::control::overload::{InflightRequest, Shed};
 
@@ -31,6 +34,9 @@ pub enum Refusal {
     /// The proxy ran out of its own resources (file descriptors, ports) connecting upstream
     /// (`503`).
     LocalResources,
+    /// The gRPC call's deadline (`grpc-timeout`) passed before a backend answered (`504`,
+    /// gRPC `DEADLINE_EXCEEDED`).
+    DeadlineExceeded,
     /// No route matches the request's host and path, and there is no default service
     /// (`404`).
     NoRoute,
@@ -85,6 +91,17 @@ pub struct Ctx {
     pub refusal: Option<Refusal>,
     /// Another instance relayed the request here: it is served from this region only.
     pub relayed: bool,
+    /// A gRPC call: its deadline and status.
+    pub grpc: Option<GrpcCall>,
+    /// An HTTP/1 upgrade request (WebSocket).
+    pub upgrade: bool,
+    /// The client asked for server-sent events (`Accept: text/event-stream`).
+    pub event_stream: bool,
+    /// Safe to send again after it may have reached a backend: an idempotent method, or a
+    /// gRPC method listed in `retry.grpc_idempotent`.
+    pub idempotent: bool,
+    /// The tunnel, once the backend answered an upgrade with `101`.
+    pub tunnel: Option<Tunnel>,
     /// The backend (region, member of the plan's service) its sticky cookie names, if
     /// the cookie names one of this snapshot's.
     pub sticky: Option<(u16, u16)>,
@@ -110,6 +127,47 @@ impl Ctx {
             refusal: None,
             relayed: false,
             sticky: None,
+            grpc: None,
+            upgrade: false,
+            event_stream: false,
+            idempotent: false,
+            tunnel: None,
+        }
+    }
+
+    /// Records what kind of request this is: a gRPC call (and its deadline), an upgrade,
+    /// an event stream, and whether it may be sent again once a backend may have seen it.
+    pub fn classify(&mut self, req: &RequestHeader, upgrade: bool) {
+        self.grpc = super::grpc::call(req, self.start);
+        self.upgrade = upgrade;
+        self.event_stream = req
+            .headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
+        let listed = || {
+            let path = req.uri.path();
+            self.snap()
+                .config
+                .retry
+                .grpc_idempotent
+                .iter()
+                .any(|m| m.matches(path))
+        };
+        self.idempotent = req.method.is_idempotent() || (self.grpc.is_some() && listed());
+    }
+
+    /// How this request's upstream connection is chosen and timed at `now`: upgrades
+    /// in HTTP/1.1; tunnels and long-lived streams (gRPC, server-sent events) read with
+    /// `timeouts.tunnel` once the response header is in; a gRPC deadline bounds every
+    /// wait.
+    pub fn peer_needs(&self, now: Instant) -> PeerNeeds {
+        let long_lived = self.upgrade || self.event_stream || self.grpc.is_some();
+        PeerNeeds {
+            upgrade: self.upgrade,
+            grpc: self.grpc.is_some(),
+            stream_read_timeout: long_lived.then_some(self.snap().config.timeouts.tunnel),
+            deadline: self.grpc.as_ref().and_then(|g| g.left(now)),
         }
     }
 

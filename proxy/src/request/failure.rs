@@ -7,9 +7,11 @@ use meridian_routing::budget::RetryBudget;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ctx::{Ctx, Refusal};
+use super::grpc;
 use super::metrics::RequestMetrics;
 use crate::control::overload::local_exhaustion;
 
@@ -32,14 +34,15 @@ pub fn may_retry(ctx: &Ctx, budget: &RetryBudget, metrics: &RequestMetrics) -> b
 }
 
 /// Whether an attempt that failed while proxying may be sent again elsewhere: an idempotent
-/// request, or any request the backend cannot have acted on — writing its header failed and
-/// no body byte went out (an incomplete request). Once the request may have been received
-/// whole (the error came while waiting for the answer), a POST is never replayed. Never once
-/// the response has started, nor with a truncated retry buffer.
-pub fn safe_to_resend(session: &Session, e: &Error, body_sent: bool) -> bool {
+/// request (`idempotent`: the method, or a gRPC method listed in `retry.grpc_idempotent`),
+/// or any request the backend cannot have acted on — writing its header failed and no body
+/// byte went out (an incomplete request). Once the request may have been received whole
+/// (the error came while waiting for the answer), a POST is never replayed. Never once the
+/// response has started, nor with a truncated retry buffer.
+pub fn safe_to_resend(session: &Session, e: &Error, body_sent: bool, idempotent: bool) -> bool {
     let unsent =
         matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) && !body_sent;
-    (session.req_header().method.is_idempotent() || unsent)
+    (idempotent || unsent)
         && !session.as_ref().retry_buffer_truncated()
         && session.response_written().is_none()
 }
@@ -84,7 +87,7 @@ pub fn client_stalled(session: &mut Session, e: &Error, ctx: &Ctx) -> bool {
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
-        t if *t == super::relay::RELAY_UNAVAILABLE => 503,
+        t if *t == super::relay::RELAY_UNAVAILABLE || *t == super::grpc::RETRYABLE => 503,
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if e.esource() == &ErrorSource::Upstream =>
         {
@@ -101,43 +104,44 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
-/// Sends the error response for `code`, unless a response has started.
-pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
+/// Sends the error response for `code`, unless a response has started: to a gRPC call a
+/// trailers-only answer with the matching `grpc-status` (or the backend's own status, held
+/// back for a retry that could not be made).
+pub async fn respond(session: &mut Session, code: u16, ctx: &mut Ctx) {
     if code == 0 || session.response_written().is_some() {
         return;
     }
-    let retry = ctx.snap().config.retry.retry_after;
-    let (body, retry_after) = match (code, ctx.refusal) {
-        (_, Some(Refusal::Shed(_))) => (
-            "503 Service Unavailable: the proxy is overloaded; try again shortly\n".to_string(),
-            Some(std::time::Duration::from_secs(1)),
-        ),
-        (_, Some(Refusal::LocalResources)) => (
-            "503 Service Unavailable: the proxy is out of connections; try again shortly\n"
-                .to_string(),
-            Some(std::time::Duration::from_secs(1)),
-        ),
-        (_, Some(Refusal::BodyTooLarge)) => (
-            "413 Content Too Large: the request body is over the proxy's limit\n".to_string(),
-            None,
-        ),
-        (_, Some(Refusal::Loop)) => (
-            "508 Loop Detected: this request already passed through this proxy\n".to_string(),
-            None,
-        ),
-        (_, Some(Refusal::ClientStalled)) => (
-            "408 Request Timeout: the request body stopped arriving\n".to_string(),
-            None,
-        ),
-        (_, Some(Refusal::NoRoute)) => (no_route_body(session.req_header()), None),
-        (503, None) if ctx.no_backend => (NO_BACKEND_BODY.to_string(), Some(retry)),
-        (502, None) => ("502 Bad Gateway: the upstream failed\n".to_string(), None),
-        (504, None) => (
-            "504 Gateway Timeout: the upstream did not answer in time\n".to_string(),
-            None,
-        ),
-        (c, None) => (format!("{c}\n"), None),
-    };
+    if let Some(call) = &mut ctx.grpc {
+        let passed = call.expired(Instant::now());
+        let (status, message) = match call.message.take() {
+            Some(held) => (call.status.unwrap_or(grpc::UNAVAILABLE), held),
+            None => {
+                let (body, _) = body_for(
+                    code,
+                    ctx.refusal,
+                    ctx.no_backend,
+                    Duration::ZERO,
+                    session.req_header(),
+                );
+                let text = body.split_once(": ").map_or(body.as_str(), |(_, m)| m);
+                (grpc::refusal(code, passed), text.trim().to_string())
+            }
+        };
+        if let Some(call) = &mut ctx.grpc {
+            call.status = Some(status);
+        }
+        if let Err(err) = grpc::respond(session, status, &message).await {
+            tracing::debug!(error = %err, "could not send the gRPC error");
+        }
+        return;
+    }
+    let (body, retry_after) = body_for(
+        code,
+        ctx.refusal,
+        ctx.no_backend,
+        ctx.snap().config.retry.retry_after,
+        session.req_header(),
+    );
     let mut resp = ResponseHeader::build(code, Some(4))
         .unwrap_or_else(|_| pingora::protocols::http::ServerSession::generate_error(code));
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
@@ -161,6 +165,52 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &Ctx) {
     // before the client has read the answer.
     if !session.as_mut().is_body_done() {
         let _ = tokio::time::timeout(LINGER, session.as_mut().drain_request_body()).await;
+    }
+}
+
+/// The body of the error answer for `code` to `req` and, for a 503, its `Retry-After`.
+fn body_for(
+    code: u16,
+    refusal: Option<Refusal>,
+    no_backend: bool,
+    retry: Duration,
+    req: &pingora::http::RequestHeader,
+) -> (String, Option<Duration>) {
+    match (code, refusal) {
+        (_, Some(Refusal::Shed(_))) => (
+            "503 Service Unavailable: the proxy is overloaded; try again shortly\n".to_string(),
+            Some(std::time::Duration::from_secs(1)),
+        ),
+        (_, Some(Refusal::LocalResources)) => (
+            "503 Service Unavailable: the proxy is out of connections; try again shortly\n"
+                .to_string(),
+            Some(std::time::Duration::from_secs(1)),
+        ),
+        (_, Some(Refusal::BodyTooLarge)) => (
+            "413 Content Too Large: the request body is over the proxy's limit\n".to_string(),
+            None,
+        ),
+        (_, Some(Refusal::Loop)) => (
+            "508 Loop Detected: this request already passed through this proxy\n".to_string(),
+            None,
+        ),
+        (_, Some(Refusal::ClientStalled)) => (
+            "408 Request Timeout: the request body stopped arriving\n".to_string(),
+            None,
+        ),
+        (_, Some(Refusal::DeadlineExceeded)) => (
+            "504 Gateway Timeout: the call's deadline passed before a backend answered\n"
+                .to_string(),
+            None,
+        ),
+        (_, Some(Refusal::NoRoute)) => (no_route_body(req), None),
+        (503, None) if no_backend => (NO_BACKEND_BODY.to_string(), Some(retry)),
+        (502, None) => ("502 Bad Gateway: the upstream failed\n".to_string(), None),
+        (504, None) => (
+            "504 Gateway Timeout: the upstream did not answer in time\n".to_string(),
+            None,
+        ),
+        (c, None) => (format!("{c}\n"), None),
     }
 }
 

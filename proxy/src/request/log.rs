@@ -49,5 +49,6 @@ pub fn access_line(req: &RequestHeader, ctx: &Ctx, status: Option<u16>, e: Optio
         attempts = ctx.tried.count(),
         duration_us = ctx.start.elapsed().as_micros() as u64,
         error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        grpc_status = ctx.grpc.as_ref().and_then(|g| g.status).map_or(-1, i32::from),
     );
 }

@@ -4,6 +4,8 @@
 use meridian_routing::metrics::register;
 use prometheus::{IntCounter, Registry};
 
+use super::grpc::GrpcMetrics;
+use super::tunnel::TunnelMetrics;
 use crate::observe::logging::pool_reuse_lost;
 use crate::observe::metrics::counter;
 
@@ -22,6 +24,10 @@ pub struct RequestMetrics {
     /// Requests whose client stopped sending the body (`408`): not counted against any
     /// backend.
     pub client_stalls: IntCounter,
+    /// gRPC calls by final status.
+    pub grpc: GrpcMetrics,
+    /// Upgraded connections (WebSocket).
+    pub tunnels: TunnelMetrics,
     /// Requests no route matched (`404`).
     pub unrouted: IntCounter,
 }
@@ -57,6 +63,8 @@ impl RequestMetrics {
                 "meridian_client_stalls_total",
                 "Requests whose client stopped sending the request body (answered 408), not blamed on the backend",
             ),
+            grpc: GrpcMetrics::register(registry),
+            tunnels: TunnelMetrics::register(registry),
             unrouted: counter(
                 registry,
                 "meridian_unrouted_requests_total",

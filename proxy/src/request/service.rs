@@ -22,9 +22,11 @@ use super::client;
 use super::ctx::{hash_key, Ctx, Refusal};
 use super::failure;
 use super::forwarding;
+use super::grpc;
 use super::metrics::RequestMetrics;
 use super::relay;
 use super::sticky;
+use super::tunnel::Close;
 use crate::control::instance::Instance;
 use meridian_routing::Snapshot;
 
@@ -105,6 +107,63 @@ fn locate_and_plan(session: &Session, ctx: &mut Ctx, metrics: &RequestMetrics) -
     true
 }
 
+impl MeridianProxy {
+    /// Feeds the time to the response header to the backend's latency and its region's
+    /// histogram.
+    fn observe_latency(&self, ctx: &Ctx) {
+        let now = Instant::now();
+        if let (Some(a), Some((region, member))) = (&ctx.attempt, ctx.backend()) {
+            let elapsed = now.saturating_duration_since(a.started);
+            region
+                .state
+                .metrics
+                .upstream_latency
+                .observe(elapsed.as_secs_f64());
+            let decay = ctx.snap().config.latency.decay;
+            member.state.latency.observe_response(elapsed, now, decay);
+        }
+    }
+}
+
+/// A gRPC call's response header: a trailers-only answer carries the status (and one of
+/// `retry.grpc_on` is held back for a retry while attempts are left); otherwise the status
+/// comes with the trailers. A non-gRPC answer (an HTTP error) counts by its HTTP status.
+fn grpc_response(ctx: &mut Ctx, resp: &ResponseHeader) -> Result<()> {
+    let retry_on = &ctx.snap().config.retry.grpc_on;
+    if resp.status != http::StatusCode::OK {
+        // Not a gRPC answer at all (a proxy's or server's HTTP error page).
+        let outcome = if resp.status.is_server_error() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        ctx.record_outcome(outcome);
+        return Ok(());
+    }
+    let Some(status) = grpc::status_of(&resp.headers) else {
+        // The status comes with the trailers.
+        return Ok(());
+    };
+    let held = retry_on.contains(&status) && ctx.attempts_left();
+    if let Some(call) = &mut ctx.grpc {
+        call.status = Some(status);
+        if held {
+            let message = resp
+                .headers
+                .get("grpc-message")
+                .map(|m| grpc::decode_message(m.as_bytes()))
+                .unwrap_or_default();
+            call.message = Some(message);
+            return Err(Error::explain(
+                grpc::RETRYABLE,
+                "the backend answered a retryable gRPC status",
+            ));
+        }
+    }
+    ctx.record_outcome(grpc::outcome(status));
+    Ok(())
+}
+
 #[async_trait]
 impl ProxyHttp for MeridianProxy {
     type CTX = Ctx;
@@ -133,6 +192,8 @@ impl ProxyHttp for MeridianProxy {
         let t = &config.timeouts;
         session.set_keepalive(Some(t.downstream_idle.as_secs().max(1)));
         session.set_write_timeout(Some(t.client_write));
+        let upgrade = session.is_upgrade_req();
+        ctx.classify(session.req_header(), upgrade);
         let routed = locate_and_plan(session, ctx, &self.metrics);
         let refusal = admission::check(session, ctx, &self.inst.overload)
             .or((!routed).then_some(Refusal::NoRoute));
@@ -148,6 +209,14 @@ impl ProxyHttp for MeridianProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let now = Instant::now();
+        if ctx.grpc.as_ref().is_some_and(|g| g.expired(now)) {
+            ctx.refusal = Some(Refusal::DeadlineExceeded);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(504),
+                "the gRPC call's deadline passed",
+            ));
+        }
+        let needs = ctx.peer_needs(now);
         let active = ctx.active.clone();
         let snap = &active.routing;
         let pinned = ctx
@@ -165,6 +234,7 @@ impl ProxyHttp for MeridianProxy {
                     &member.state,
                     &snap.config.timeouts,
                     region.relay,
+                    needs,
                 );
                 Ok(Box::new(peer))
             }
@@ -217,6 +287,17 @@ impl ProxyHttp for MeridianProxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         ctx.end_inflight();
+        if let Some(tunnel) = &mut ctx.tunnel {
+            // The end of an upgraded connection: idle past `timeouts.tunnel` (either side's
+            // read timed out), or a reset. It served; it is not the backend's failure.
+            tunnel.closing(match e.etype() {
+                ErrorType::ReadTimedout => Close::Idle,
+                _ => Close::Error,
+            });
+            ctx.excuse_backend();
+            e.set_retry(false);
+            return e;
+        }
         if e.esource() == &ErrorSource::Downstream || matches!(e.etype(), ErrorType::HTTPStatus(_))
         {
             // The client went away (e.g. closed its connection mid-request), or Meridian
@@ -224,6 +305,31 @@ impl ProxyHttp for MeridianProxy {
             // so no outlier failure, and nothing to retry.
             ctx.excuse_backend();
             e.set_retry(false);
+            return e;
+        }
+        if ctx.grpc.as_ref().is_some_and(|g| g.expired(Instant::now())) {
+            // The client's deadline ran out (every wait was bounded by it): the call ends
+            // with DEADLINE_EXCEEDED; the deadline was the client's choice, not a backend
+            // failure, and there is no time left to retry.
+            ctx.excuse_backend();
+            ctx.refusal = Some(Refusal::DeadlineExceeded);
+            e.set_retry(false);
+            return e;
+        }
+        if *e.etype() == grpc::RETRYABLE {
+            // A trailers-only answer with a status of `retry.grpc_on`, held back.
+            let status = ctx.grpc.as_ref().and_then(|g| g.status);
+            ctx.record_outcome(status.map_or(Outcome::Failure, grpc::outcome));
+            let retry = session.response_written().is_none()
+                && !session.as_ref().retry_buffer_truncated()
+                && self.may_retry(ctx);
+            if retry {
+                if let Some(call) = &mut ctx.grpc {
+                    call.message = None;
+                    call.status = None;
+                }
+            }
+            e.set_retry(retry);
             return e;
         }
         if *e.etype() == relay::RELAY_UNAVAILABLE {
@@ -249,7 +355,8 @@ impl ProxyHttp for MeridianProxy {
         }
         ctx.record_outcome(Outcome::Failure);
         let body_sent = ctx.attempt.as_ref().is_some_and(|a| a.body_sent);
-        let retry = failure::safe_to_resend(session, &e, body_sent) && self.may_retry(ctx);
+        let retry =
+            failure::safe_to_resend(session, &e, body_sent, ctx.idempotent) && self.may_retry(ctx);
         e.set_retry(retry);
         e
     }
@@ -272,6 +379,10 @@ impl ProxyHttp for MeridianProxy {
             via: ctx.active.identity.via_for(session.req_header().version),
         };
         forwarding::apply(upstream, &hop)?;
+        if let Some(left) = ctx.grpc.as_ref().and_then(|g| g.left(Instant::now())) {
+            // The backend gets the time that is left, not the client's whole budget.
+            upstream.insert_header("grpc-timeout", grpc::format_timeout(left))?;
+        }
         relay::mark(upstream, ctx.relaying(), &ctx.snap().config.node.name)
     }
 
@@ -285,6 +396,11 @@ impl ProxyHttp for MeridianProxy {
         let Some(chunk) = body.as_ref().filter(|b| !b.is_empty()) else {
             return Ok(());
         };
+        if let Some(tunnel) = &ctx.tunnel {
+            // Bytes of an upgraded connection: counted, not a request body.
+            tunnel.to_backend(chunk.len());
+            return Ok(());
+        }
         if let Some(a) = &mut ctx.attempt {
             a.body_sent = true;
         }
@@ -304,10 +420,19 @@ impl ProxyHttp for MeridianProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.upgrade {
+            // The backend took the upgrade: from here on a tunnel, idle for at most
+            // `timeouts.tunnel` (the upstream side's reads already wait that long).
+            self.observe_latency(ctx);
+            ctx.record_outcome(Outcome::Success);
+            ctx.tunnel = Some(self.metrics.tunnels.open());
+            session.set_read_timeout(Some(ctx.snap().config.timeouts.tunnel));
+            return Ok(());
+        }
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -318,16 +443,9 @@ impl ProxyHttp for MeridianProxy {
                 "the relay's region has no usable backend",
             ));
         }
-        let now = Instant::now();
-        if let (Some(a), Some((region, member))) = (&ctx.attempt, ctx.backend()) {
-            let elapsed = now.saturating_duration_since(a.started);
-            region
-                .state
-                .metrics
-                .upstream_latency
-                .observe(elapsed.as_secs_f64());
-            let decay = ctx.snap().config.latency.decay;
-            member.state.latency.observe_response(elapsed, now, decay);
+        self.observe_latency(ctx);
+        if ctx.grpc.is_some() {
+            return grpc_response(ctx, resp);
         }
         let outcome = if resp.status.is_server_error() {
             Outcome::Failure
@@ -335,6 +453,41 @@ impl ProxyHttp for MeridianProxy {
             Outcome::Success
         };
         ctx.record_outcome(outcome);
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(tunnel), Some(chunk)) = (&ctx.tunnel, body.as_ref()) {
+            tunnel.to_client(chunk.len());
+        }
+        if ctx.grpc.as_ref().is_some_and(|g| g.expired(Instant::now())) {
+            // A stream past the client's deadline ends here.
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "the gRPC call's deadline passed while streaming",
+            ));
+        }
+        Ok(None)
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(status) = grpc::status_of(trailers) {
+            if let Some(call) = &mut ctx.grpc {
+                call.status = Some(status);
+                ctx.record_outcome(grpc::outcome(status));
+            }
+        }
         Ok(())
     }
 
@@ -369,8 +522,9 @@ impl ProxyHttp for MeridianProxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
         // A client that went away is routine, not an error worth a log line each time; a
-        // request Meridian refused itself is counted and in the access log.
-        error.esource() == &ErrorSource::Downstream || ctx.refusal.is_some()
+        // request Meridian refused itself is counted and in the access log, and so is a
+        // tunnel's end.
+        error.esource() == &ErrorSource::Downstream || ctx.refusal.is_some() || ctx.tunnel.is_some()
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -384,6 +538,18 @@ impl ProxyHttp for MeridianProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         ctx.end_inflight();
+        if let Some(call) = &ctx.grpc {
+            let status = call.status;
+            if e.is_none() {
+                // A stream that ended cleanly: its trailers said how it went (a response
+                // without a status is the backend's protocol error).
+                ctx.record_outcome(status.map_or(Outcome::Failure, grpc::outcome));
+            }
+            self.metrics.grpc.count(status);
+        }
+        if let Some(tunnel) = &mut ctx.tunnel {
+            tunnel.end();
+        }
         let status = session.response_written().map(|r| r.status.as_u16());
         super::log::count(ctx, status, &self.metrics);
         if ctx.snap().config.logging.access_log {

@@ -1,39 +1,41 @@
-//! Upstream TLS: a pool's TLS settings in the form pingora's `HttpPeer` wants (per-peer
-//! CA, client `CertKey`), plus a rustls `ClientConfig` with the same trust for the health
-//! prober, built once per snapshot and reused across snapshots while the region's settings
-//! do not change. Kept in a side table beside the pingora-free routing snapshot.
+//! The upstream peer: a pool's protocol (HTTP/1.1, h2 over TLS, h2c, or ALPN's choice),
+//! TLS and timeouts in the form pingora's `HttpPeer` wants. The per-pool table (by service
+//! and region) is built once per snapshot beside the pingora-free routing snapshot; TLS
+//! state is reused across snapshots while its settings do not change (`upstream_tls.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use meridian_config::Timeouts;
-use meridian_config::{CertificateDer, Config, UpstreamTls};
+use meridian_config::{Config, Timeouts, Upstream, UpstreamProtocol};
 use meridian_routing::BackendState;
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::{CertKey, WrappedX509};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
 
-/// A pool's upstream TLS state that could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("{region}.tls: {message}")]
-pub struct TlsError {
-    /// Where the pool is configured (`regions.NAME`, or `services.NAME.regions.REGION`).
-    pub region: String,
-    /// What went wrong.
-    pub message: String,
-}
+pub use super::upstream_tls::{TlsError, UpstreamPeerTls};
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Per-pool upstream TLS of one snapshot generation, by service and region index (`None`:
-/// plain).
+/// Per-pool upstream settings and TLS of one snapshot generation, by service and region
+/// index (TLS `None`: plain).
 #[derive(Debug, Default)]
 pub struct Upstreams {
     tls: Vec<Vec<Option<Arc<UpstreamPeerTls>>>>,
+    settings: Vec<Vec<Upstream>>,
+}
+
+/// What about one request changes how its upstream connection is chosen and timed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerNeeds {
+    /// An HTTP/1 upgrade (WebSocket): spoken in HTTP/1.1 whatever the pool's protocol
+    /// (pingora does not tunnel over HTTP/2 streams).
+    pub upgrade: bool,
+    /// A gRPC call: HTTP/2 also to a relay (another instance's listener takes h2c).
+    pub grpc: bool,
+    /// Reads once the response header is in (a tunnel, a long-lived stream) wait this long
+    /// instead of `timeouts.read`.
+    pub stream_read_timeout: Option<Duration>,
+    /// The time left before the request's deadline (gRPC `grpc-timeout`): no read waits
+    /// longer.
+    pub deadline: Option<Duration>,
 }
 
 impl Upstreams {
@@ -41,9 +43,14 @@ impl Upstreams {
     /// not change.
     pub fn build(config: &Config, previous: Option<&Upstreams>) -> Result<Upstreams, TlsError> {
         let mut tls = Vec::with_capacity(config.services.len());
+        let mut settings = Vec::with_capacity(config.services.len());
         for s in &config.services {
             let mut by_region = vec![None; config.regions.len()];
+            let mut upstream_by_region = vec![Upstream::default(); config.regions.len()];
             for p in &s.pools {
+                if let Some(slot) = upstream_by_region.get_mut(p.region) {
+                    *slot = p.upstream;
+                }
                 let Some(want) = &p.tls else { continue };
                 let at = match (s.implicit, config.regions.get(p.region)) {
                     (true, Some(r)) => format!("regions.{}", r.name),
@@ -66,8 +73,9 @@ impl Upstreams {
                 }
             }
             tls.push(by_region);
+            settings.push(upstream_by_region);
         }
-        Ok(Upstreams { tls })
+        Ok(Upstreams { tls, settings })
     }
 
     /// The TLS of service `service`'s pool in region `region` (`None`: plain HTTP).
@@ -75,16 +83,43 @@ impl Upstreams {
         self.tls.get(service)?.get(region).and_then(Option::as_ref)
     }
 
+    /// The upstream settings of service `service`'s pool in region `region` (the defaults
+    /// where it has none).
+    pub fn settings(&self, service: usize, region: usize) -> Upstream {
+        self.settings
+            .get(service)
+            .and_then(|s| s.get(region))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The probe client config for service `service`'s pool in region `region`: its TLS
+    /// trust, offering the ALPN its protocol wants (`grpc`: `h2` only).
+    pub fn probe_tls(
+        &self,
+        (service, region): (usize, usize),
+        grpc: bool,
+    ) -> Option<(Arc<UpstreamPeerTls>, Arc<ClientConfig>)> {
+        let tls = self.tls(service, region)?;
+        let config = match (self.settings(service, region).protocol, grpc) {
+            (_, true) | (UpstreamProtocol::H2, _) => &tls.probe_config_h2,
+            (UpstreamProtocol::Auto, _) => &tls.probe_config_auto,
+            _ => &tls.probe_config,
+        };
+        Some((tls.clone(), config.clone()))
+    }
+
     /// The pingora peer for backend `backend` of service `service`'s pool in region
-    /// `region`: plain or TLS as the pool says (SNI, verification, CA, client certificate,
-    /// pool key), with the timeouts. A relay (another instance's proxy listener) is spoken
-    /// to in plain HTTP.
+    /// `region`: the pool's protocol, plain or TLS as the pool says (SNI, verification, CA,
+    /// client certificate, pool key), with the timeouts. A relay (another instance's proxy
+    /// listener) is spoken to in plain HTTP/1.1, or h2c for gRPC.
     pub fn peer(
         &self,
         (service, region): (usize, usize),
         backend: &BackendState,
         t: &Timeouts,
         relay: bool,
+        needs: PeerNeeds,
     ) -> HttpPeer {
         let tls = if relay {
             None
@@ -104,178 +139,59 @@ impl Upstreams {
                 peer
             }
         };
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
+        let settings = self.settings(service, region);
+        peer.options.alpn = alpn(settings.protocol, relay, needs);
+        if peer.options.alpn != ALPN::H1 {
+            peer.options.max_h2_streams = settings.h2_max_streams as usize;
+            peer.options.h2_ping_interval = settings.h2_ping_interval;
+        }
+        let bounded = |d: Duration| needs.deadline.map_or(d, |left| d.min(left));
+        peer.options.connection_timeout = Some(bounded(t.connect));
+        peer.options.read_timeout = Some(bounded(t.read));
+        peer.options.stream_read_timeout = needs.stream_read_timeout.map(bounded);
         peer.options.write_timeout = Some(t.write);
         peer.options.idle_timeout = Some(t.idle);
         peer
     }
 }
 
-/// A pool's upstream TLS, ready for `HttpPeer` and for the prober.
-pub struct UpstreamPeerTls {
-    /// Where it is configured (`regions.NAME` or `services.NAME.regions.REGION`).
-    pub region: String,
-    /// The settings this was built from (to reuse it across snapshots).
-    pub settings: UpstreamTls,
-    /// Per-peer CA (the configured `ca_file`); `None` means the system roots.
-    pub ca: Option<Arc<[WrappedX509]>>,
-    /// The client certificate presented to backends.
-    pub client_cert: Option<Arc<CertKey>>,
-    /// Whether the backend's certificate is verified.
-    pub verify: bool,
-    /// The same trust as a rustls client config, for TLS health probes.
-    pub probe_config: Arc<ClientConfig>,
-    /// Keeps pooled upstream connections apart by trust anchor (`HttpPeer::group_key`):
-    /// pingora's reuse hash covers SNI, client certificate and verification flags but not
-    /// the CA, so without it a connection verified against one CA would be reused after a
-    /// reload to another, or by a region that trusts a different CA.
-    pub pool_key: u64,
-}
-
-impl std::fmt::Debug for UpstreamPeerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamPeerTls")
-            .field("sni", &self.settings.sni)
-            .field("verify", &self.verify)
-            .finish()
+/// The ALPN (for plain peers: the HTTP version) a request is sent with.
+fn alpn(protocol: UpstreamProtocol, relay: bool, needs: PeerNeeds) -> ALPN {
+    if needs.upgrade {
+        return ALPN::H1;
+    }
+    if relay {
+        return if needs.grpc { ALPN::H2 } else { ALPN::H1 };
+    }
+    match protocol {
+        UpstreamProtocol::Http1 => ALPN::H1,
+        // On a plain peer, h2 as the only version is h2c with prior knowledge.
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+        UpstreamProtocol::Auto => ALPN::H2H1,
     }
 }
 
-fn wrap(der: &CertificateDer<'_>) -> WrappedX509 {
-    WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl UpstreamPeerTls {
-    /// Builds a pool's upstream TLS state (validation already parsed every file); `region`
-    /// says where it is configured, for messages.
-    pub fn build(region: &str, settings: &UpstreamTls) -> Result<UpstreamPeerTls, TlsError> {
-        let err = |message: String| TlsError {
-            region: region.to_string(),
-            message,
+    #[test]
+    fn alpn_follows_protocol_upgrades_and_relays() {
+        let plain = PeerNeeds::default();
+        let ws = PeerNeeds {
+            upgrade: true,
+            ..plain
         };
-        if settings.insecure_skip_verify {
-            tracing::warn!(
-                region,
-                "{region}.tls.insecure_skip_verify = true: backend certificates are NOT verified"
-            );
-        }
-        let mut roots = RootCertStore::empty();
-        if settings.ca.is_empty() {
-            let native = pingora::tls::load_native_certs().unwrap_or_default();
-            for cert in native {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() && !settings.insecure_skip_verify {
-                tracing::warn!(
-                    region,
-                    "no system CA certificates found: TLS to these backends will fail verification; set {region}.tls.ca_file"
-                );
-            }
-        } else {
-            for cert in &settings.ca {
-                roots
-                    .add(cert.clone())
-                    .map_err(|e| err(format!("ca_file: {e}")))?;
-            }
-        }
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err(e.to_string()))?
-            .with_root_certificates(roots);
-        let mut config = match &settings.client_cert {
-            Some(c) => builder
-                .with_client_auth_cert(c.chain.clone(), c.key.der().clone_key())
-                .map_err(|e| err(format!("client_cert: {e}")))?,
-            None => builder.with_no_client_auth(),
+        let grpc = PeerNeeds {
+            grpc: true,
+            ..plain
         };
-        if settings.insecure_skip_verify {
-            config
-                .dangerous()
-                .set_certificate_verifier(Arc::new(NoVerify(provider())));
-        }
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let ca = (!settings.ca.is_empty())
-            .then(|| settings.ca.iter().map(wrap).collect::<Vec<_>>().into());
-        let pool_key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::hash::DefaultHasher::new();
-            for cert in &settings.ca {
-                cert.as_ref().hash(&mut h);
-            }
-            h.finish()
-        };
-        let client_cert = settings.client_cert.as_ref().map(|c| {
-            Arc::new(CertKey::new(
-                c.chain.iter().map(|d| d.to_vec()).collect(),
-                c.key.der().secret_der().to_vec(),
-            ))
-        });
-        Ok(UpstreamPeerTls {
-            region: region.to_string(),
-            settings: settings.clone(),
-            ca,
-            client_cert,
-            verify: !settings.insecure_skip_verify,
-            probe_config: Arc::new(config),
-            pool_key,
-        })
-    }
-
-    /// The server name for a backend: the configured `sni`, else `host` (a host name or IP).
-    pub fn server_name(&self, host: &str) -> String {
-        self.settings
-            .sni
-            .clone()
-            .unwrap_or_else(|| host.to_string())
-    }
-}
-
-/// Accepts any server certificate (`insecure_skip_verify`); signatures are still checked.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        assert_eq!(alpn(UpstreamProtocol::Http1, false, plain), ALPN::H1);
+        assert_eq!(alpn(UpstreamProtocol::H2, false, plain), ALPN::H2);
+        assert_eq!(alpn(UpstreamProtocol::H2c, false, plain), ALPN::H2);
+        assert_eq!(alpn(UpstreamProtocol::Auto, false, plain), ALPN::H2H1);
+        assert_eq!(alpn(UpstreamProtocol::H2c, false, ws), ALPN::H1);
+        assert_eq!(alpn(UpstreamProtocol::H2, true, plain), ALPN::H1);
+        assert_eq!(alpn(UpstreamProtocol::Http1, true, grpc), ALPN::H2);
     }
 }

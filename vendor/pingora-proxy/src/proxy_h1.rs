@@ -159,7 +159,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                peer.options.stream_read_timeout,
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +257,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        stream_read_timeout: Option<Duration>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -269,6 +276,15 @@ where
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
+                            // Once the final response header (or a 101) is in, the body or
+                            // the tunnel is read with the stream timeout.
+                            if let (Some(t), HttpTask::Header(h, _)) = (stream_read_timeout, &task) {
+                                if !h.status.is_informational()
+                                    || h.status == http::StatusCode::SWITCHING_PROTOCOLS
+                                {
+                                    client_session.read_timeout = Some(t);
+                                }
+                            }
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;

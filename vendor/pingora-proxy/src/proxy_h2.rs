@@ -313,7 +313,12 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            pipe_up_to_down_response(client_session, tx, pipe_state)
+            pipe_up_to_down_response(
+                client_session,
+                tx,
+                pipe_state,
+                peer.options.stream_read_timeout
+            )
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -1055,9 +1060,12 @@ where
             .request_body_filter(&mut data, end_of_body)
             .await?;
 
+        // A refusal by the filter (e.g. a body over a size limit) is about the downstream
+        // request: it ends the request instead of passing for an upstream send error.
         self.inner
             .request_body_filter(session, &mut data, end_of_body, ctx)
-            .await?;
+            .await
+            .map_err(|e| e.into_down())?;
 
         /* it is normal to get 0 bytes because of multi-chunk parsing or request_body_filter.
          * Although there is no harm writing empty byte to h2, unlike h1, we ignore it
@@ -1115,11 +1123,16 @@ pub(crate) async fn pipe_up_to_down_response(
     client: &mut Http2Session,
     tx: mpsc::Sender<HttpTask>,
     pipe_state: Arc<AtomicU8>,
+    stream_read_timeout: Option<Duration>,
 ) -> Result<()> {
     client
         .read_response_header()
         .await
         .map_err(|e| e.into_up())?; // should we send the error as an HttpTask?
+    // The header is in: the body (a long-lived stream, maybe) is read with the stream timeout.
+    if let Some(t) = stream_read_timeout {
+        client.read_timeout = Some(t);
+    }
 
     let resp_header = Box::new(client.response_header().expect("just read").clone());
 

@@ -91,6 +91,7 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                     .collect(),
                 None => Map::new(),
             };
+            let first_pool = first.and_then(|r| cfg.service(&r.service)?.pool(i));
             let relay = first.is_some_and(|r| r.relay);
             let remote = first.is_some_and(|r| r.state.remote_latency().is_some());
             json!({
@@ -99,8 +100,9 @@ pub fn status(reloader: &Reloader, dns: &DnsState) -> Value {
                 "latitude": region.latitude,
                 "longitude": region.longitude,
                 "services": pools.iter().map(|r| &*r.service).collect::<Vec<_>>(),
-                "balance": first.and_then(|r| cfg.service(&r.service)?.pool(i)).map_or(region.balance.as_str(), |p| p.balance.as_str()),
+                "balance": first_pool.map_or(region.balance.as_str(), |p| p.balance.as_str()),
                 "reach": region.reach.as_str(),
+                "protocol": first_pool.map_or(region.upstream.protocol, |p| p.upstream.protocol).as_str(),
                 "health_source": if i == snap.local {
                     "probes"
                 } else if relay {

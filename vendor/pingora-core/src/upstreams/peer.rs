@@ -501,6 +501,11 @@ pub struct PeerOptions {
     pub connection_timeout: Option<Duration>,
     pub total_connection_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// The read timeout once the response header has arrived: for an HTTP/1 connection
+    /// upgraded by a `101` (a WebSocket tunnel) and for the body of any other response,
+    /// such as a long-lived stream (gRPC streaming, server-sent events). `None`:
+    /// `read_timeout` throughout.
+    pub stream_read_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub verify_cert: bool,
@@ -577,6 +582,7 @@ impl PeerOptions {
             connection_timeout: None,
             total_connection_timeout: None,
             read_timeout: None,
+            stream_read_timeout: None,
             idle_timeout: None,
             write_timeout: None,
             verify_cert: true,
