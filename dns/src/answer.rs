@@ -79,6 +79,18 @@ pub struct Answerer {
     ready: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
+/// The zones of `snapshot`'s config, each geo-steered name following the service its host
+/// name routes to (path `/`), or the first service when no route takes it.
+fn compile_zones(snapshot: &Snapshot) -> Result<Zones, DnsError> {
+    let service_of = |host: &str| {
+        snapshot
+            .route(Some(host), "/")
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(0)
+    };
+    Zones::compile(&snapshot.config.geodns, &service_of)
+}
+
 fn unix_now() -> u32 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -106,7 +118,7 @@ impl Answerer {
         ready: impl Fn() -> bool + Send + Sync + 'static,
     ) -> Result<Answerer, DnsError> {
         let snapshot = (*routing).as_ref();
-        let zones = Arc::new(Zones::compile(&snapshot.config.geodns)?);
+        let zones = Arc::new(compile_zones(snapshot)?);
         let health = Health::build(snapshot, |_| InstanceState {
             up: false,
             usable_backends: 0,
@@ -146,7 +158,7 @@ impl Answerer {
         let zones = if same_config {
             old.zones.clone()
         } else {
-            Arc::new(Zones::compile(&snapshot.config.geodns)?)
+            Arc::new(compile_zones(snapshot)?)
         };
         let health = Health::build(snapshot, instance);
         let answered = if same_config {
@@ -200,9 +212,10 @@ impl Answerer {
         &self.metrics
     }
 
-    /// Where a client at `loc` is sent (the same decision as a geo-steered answer).
-    pub fn choose(state: &State, loc: Option<&Location>) -> Choice {
-        let plan = state.snapshot().plan_anywhere(0, loc);
+    /// Where a client at `loc` asking for a name of service `service` is sent (the same
+    /// decision as a geo-steered answer).
+    pub fn choose(state: &State, service: usize, loc: Option<&Location>) -> Choice {
+        let plan = state.snapshot().plan_anywhere(service, loc);
         plan.regions
             .iter()
             .map(|&i| usize::from(i))
@@ -402,7 +415,14 @@ impl Answerer {
         let any = qtype == RecordType::ANY;
         let mut scope = 0;
         if owner.geo && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
-            scope = self.geo(state, name, qtype, peer, subnet, &mut s.answers);
+            scope = self.geo(
+                state,
+                (name, owner.service),
+                qtype,
+                peer,
+                subnet,
+                &mut s.answers,
+            );
         }
         s.answers.extend(
             owner
@@ -428,12 +448,13 @@ impl Answerer {
     fn geo(
         &self,
         state: &State,
-        name: &Name,
+        (name, service): (&Name, u16),
         qtype: RecordType,
         peer: IpAddr,
         subnet: Option<Subnet>,
         answers: &mut Vec<Record>,
     ) -> u8 {
+        let service = usize::from(service);
         let client = match subnet {
             Some(s) if s.locates() => s.addr,
             _ => peer,
@@ -447,7 +468,7 @@ impl Answerer {
         );
         let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let mut add = |rdata: RData| answers.push(Record::from_rdata(name.clone(), ttl, rdata));
-        match Answerer::choose(state, located.location.as_ref()) {
+        match Answerer::choose(state, service, located.location.as_ref()) {
             Choice::Region(i) => {
                 if let Some(c) = state.answered.get(i) {
                     c.inc();
@@ -466,7 +487,9 @@ impl Answerer {
             }
             Choice::FailOpen => {
                 self.metrics.fail_open.inc();
-                let plan = state.snapshot().plan_anywhere(0, located.location.as_ref());
+                let plan = state
+                    .snapshot()
+                    .plan_anywhere(service, located.location.as_ref());
                 for r in plan
                     .regions
                     .iter()

@@ -33,13 +33,14 @@ fn somewhere_on(c: Continent) -> Option<Location> {
     })
 }
 
-/// Where each continent's clients are answered from: the region's name, or `None` for a
-/// fail-open answer (no region in their plan has an instance up).
-pub fn by_continent(state: &State) -> Vec<(&'static str, Option<String>)> {
+/// Where each continent's clients asking for a name of service `service` are answered
+/// from: the region's name, or `None` for a fail-open answer (no region in their plan has
+/// an instance up).
+pub fn by_continent(state: &State, service: usize) -> Vec<(&'static str, Option<String>)> {
     Continent::ALL
         .iter()
         .map(|&c| {
-            let choice = Answerer::choose(state, somewhere_on(c).as_ref());
+            let choice = Answerer::choose(state, service, somewhere_on(c).as_ref());
             let region = match choice {
                 Choice::Region(i) => state.health.regions.get(i).map(|r| r.name.to_string()),
                 Choice::FailOpen => None,

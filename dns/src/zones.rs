@@ -46,6 +46,9 @@ pub fn key(name: &Name) -> Key {
 pub struct Owner {
     /// Answered with instances' addresses (A/AAAA).
     pub geo: bool,
+    /// For a geo-steered name: the service whose plan steers it (the one its host name
+    /// routes to; an index into the snapshot's services).
+    pub service: u16,
     /// The zone's apex (SOA and NS live here).
     pub apex: bool,
     /// Static records.
@@ -80,18 +83,27 @@ pub struct ZoneData {
     pub key: Key,
     /// Names holding records, by key.
     pub owners: HashMap<Key, Owner>,
+    /// The geo-steered names as configured, with the service each follows.
+    pub geo_names: Vec<(String, u16)>,
     /// Names with nothing of their own but names below them (empty non-terminals: NODATA,
     /// not NXDOMAIN; RFC 8020), by key.
     pub empty_non_terminals: HashSet<Key>,
 }
 
 impl ZoneData {
-    fn compile(z: &Zone) -> Result<ZoneData, DnsError> {
+    fn compile(z: &Zone, service_of: &dyn Fn(&str) -> u16) -> Result<ZoneData, DnsError> {
         let apex = fqdn(&z.name)?;
         let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         let mut owners: HashMap<Key, Owner> = HashMap::new();
+        let mut geo_names = Vec::with_capacity(z.names.len());
         for n in &z.names {
-            owners.entry(key(&fqdn(n)?)).or_default().geo = true;
+            let name = fqdn(n)?;
+            let host = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+            let service = service_of(&host);
+            let owner = owners.entry(key(&name)).or_default();
+            owner.geo = true;
+            owner.service = service;
+            geo_names.push((n.clone(), service));
         }
         for r in &z.records {
             let name = fqdn(&r.name)?;
@@ -163,6 +175,7 @@ impl ZoneData {
             ns,
             glue,
             owners,
+            geo_names,
             empty_non_terminals,
         })
     }
@@ -209,17 +222,18 @@ pub struct Zones {
 }
 
 impl Zones {
-    /// Compiles the zones of `[geodns]`.
+    /// Compiles the zones of `[geodns]`; `service_of` says which service a geo-steered
+    /// host name (lower case, no trailing dot) follows.
     ///
     /// # Errors
     ///
     /// [`DnsError::Name`] if a name the config validated is not a DNS name to hickory.
-    pub fn compile(config: &GeoDns) -> Result<Zones, DnsError> {
+    pub fn compile(config: &GeoDns, service_of: &dyn Fn(&str) -> u16) -> Result<Zones, DnsError> {
         Ok(Zones {
             zones: config
                 .zones
                 .iter()
-                .map(ZoneData::compile)
+                .map(|z| ZoneData::compile(z, service_of))
                 .collect::<Result<_, _>>()?,
         })
     }

@@ -383,3 +383,57 @@ fn a_configured_serial_starts_there_and_counts_changes() {
     a.update(snap, all_up).unwrap();
     assert_eq!(a.state().serial, 9);
 }
+
+/// A geo-steered name follows the service its host name routes to: a service that runs in
+/// one region only is answered from that region's instances, wherever the client is; other
+/// names keep the default service's steering.
+#[test]
+fn a_name_follows_the_plan_of_the_service_its_host_routes_to() {
+    let extra = "[services.api]\nhosts = [\"api.example.test\"]\n[services.api.regions.ap-southeast]\nbackends = [{ address = \"127.0.0.1:1013\" }]\n";
+    let text = config_text("us-1", extra).replace(
+        "names = [\"www\", \"@\"]",
+        "names = [\"www\", \"@\", \"api\"]",
+    );
+    let snap = snapshot(&text);
+    let a = meridian_dns::Answerer::new(
+        meridian_dns::DnsMetrics::register(&prometheus::Registry::new()),
+        snap.clone(),
+        || true,
+    )
+    .unwrap();
+    a.update(snap.clone(), all_up).unwrap();
+    for subnet in [GB, US, JP] {
+        let m = ask(
+            &a,
+            "api.example.test.",
+            RecordType::A,
+            Some(subnet),
+            "127.0.0.1",
+        );
+        assert_eq!(addresses(&m), vec!["203.0.113.1"], "{subnet:?}");
+    }
+    let m = ask(
+        &a,
+        "www.example.test.",
+        RecordType::A,
+        Some(GB),
+        "127.0.0.1",
+    );
+    assert_eq!(addresses(&m), vec!["198.51.100.1", "198.51.100.2"]);
+    let state = a.state();
+    let names: Vec<(String, u16)> = state
+        .zones
+        .iter()
+        .flat_map(|z| z.geo_names.iter().cloned())
+        .collect();
+    let api = snap.service_index("api").unwrap() as u16;
+    assert!(
+        names.contains(&("api.example.test".to_owned(), api)),
+        "{names:?}"
+    );
+    let by = meridian_dns::status::by_continent(&state, usize::from(api));
+    assert!(
+        by.iter().all(|(_, r)| r.as_deref() == Some("ap-southeast")),
+        "{by:?}"
+    );
+}

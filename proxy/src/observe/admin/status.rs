@@ -165,10 +165,12 @@ fn geodns(inst: &crate::control::instance::Instance) -> Value {
     };
     let state = answerer.state();
     let cfg = &state.snapshot().config.geodns;
-    let by_continent: serde_json::Map<String, Value> = meridian_dns::status::by_continent(&state)
-        .into_iter()
-        .map(|(c, r)| (c.to_string(), r.map_or(Value::Null, Value::from)))
-        .collect();
+    let by_continent = |service: usize| -> serde_json::Map<String, Value> {
+        meridian_dns::status::by_continent(&state, service)
+            .into_iter()
+            .map(|(c, r)| (c.to_string(), r.map_or(Value::Null, Value::from)))
+            .collect()
+    };
     let regions: Vec<Value> = state
         .health
         .regions
@@ -197,13 +199,13 @@ fn geodns(inst: &crate::control::instance::Instance) -> Value {
             "name": z.name,
             "names": z.names,
         })).collect::<Vec<_>>(),
-        // Every geo-steered name is answered from the same plan today; per name, so a
-        // name's own answers can be read off directly.
-        "names": cfg.zones.iter().flat_map(|z| &z.names).map(|n| json!({
+        // Per name: the service it follows and where each continent is answered from.
+        "names": state.zones.iter().flat_map(|z| &z.geo_names).map(|(n, s)| json!({
             "name": n,
-            "by_continent": by_continent,
+            "service": state.snapshot().services.get(usize::from(*s)).map(|s| &*s.name),
+            "by_continent": by_continent(usize::from(*s)),
         })).collect::<Vec<_>>(),
-        "by_continent": by_continent,
+        "by_continent": by_continent(0),
         "regions": regions,
     })
 }
