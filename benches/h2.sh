@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
 # HTTP/2 (h2c, prior knowledge) load comparison with h2load: Meridian, nginx and HAProxy in
-# one run, each with one worker/thread pinned to CPU 1, in front of the same nginx backend
-# (HTTP/1.1 keep-alive upstream); h2load and the backend on CPU 0. "direct" is h2load
-# straight to the backend's own h2c listener (the floor).
+# one run, each with one worker/thread pinned to CPU 1, in front of the same nginx backend;
+# h2load and the backend on CPU 0. "direct" is h2load straight to the backend's own h2c
+# listener (the floor). The upstream is HTTP/1.1 keep-alive, or with UPSTREAM=h2c HTTP/2
+# end to end: Meridian `[upstream] protocol = "h2c"` (streams multiplexed on its pooled
+# connections), nginx its only HTTP/2 upstream (`grpc_pass`, one request per connection at a
+# time), HAProxy `proto h2`.
 #
 #   benches/h2.sh                 # 3 rounds x 10 s per target, 16 clients x 10 streams
+#   UPSTREAM=h2c benches/h2.sh    # HTTP/2 to the backend too
 #   NO_BUILD=1 benches/h2.sh      # skip cargo build
 #
-# Variables: DURATION (10), ROUNDS (3), CLIENTS (16), STREAMS (10), PEERS ("nginx haproxy"),
-# PIN (1), MAX_TOTAL (240 s: the whole run is killed after it), WORKDIR (temp dir).
+# Variables: UPSTREAM (h1 or h2c), DURATION (10), ROUNDS (3), CLIENTS (16), STREAMS (10),
+# PEERS ("nginx haproxy"), PIN (1), MAX_TOTAL (240 s: the whole run is killed after it),
+# WORKDIR (temp dir).
 # Loopback only; every process started here is stopped by PID on exit.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-3} CLIENTS=${CLIENTS:-16} STREAMS=${STREAMS:-10}
-PEERS=${PEERS-"nginx haproxy"} PIN=${PIN:-1} MAX_TOTAL=${MAX_TOTAL:-240}
+PEERS=${PEERS-"nginx haproxy"} PIN=${PIN:-1} MAX_TOTAL=${MAX_TOTAL:-240} UPSTREAM=${UPSTREAM:-h1}
+[[ $UPSTREAM == h1 || $UPSTREAM == h2c ]] || { echo "h2.sh: UPSTREAM=$UPSTREAM: h1 or h2c" >&2; exit 1; }
 WORKDIR=${WORKDIR:-$(mktemp -d /tmp/meridian-h2.XXXXXX)}
 mkdir -p "$WORKDIR"
 BODY=$(printf 'x%.0s' $(seq 64))
 BE_H1=19301 BE_H2=19302
 declare -A PORT=([direct]=$BE_H2 [nginx]=19311 [haproxy]=19312 [meridian]=19313)
+if [[ $UPSTREAM == h1 ]]; then
+    BE_UP=$BE_H1 MERIDIAN_UPSTREAM=""
+    NGINX_PASS='proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";'
+    HAPROXY_SERVER="option httpchk GET /healthz
+    server b1 127.0.0.1:$BE_H1 check inter 1s fall 3 rise 2"
+else
+    BE_UP=$BE_H2 MERIDIAN_UPSTREAM=$'[upstream]\nprotocol = "h2c"\nh2_max_streams = 100\n'
+    NGINX_PASS='grpc_pass grpc://be;'
+    # A TCP check: an HTTP/2 httpchk without :authority gets a 400 from nginx.
+    HAPROXY_SERVER="server b1 127.0.0.1:$BE_H2 proto h2 check inter 1s fall 3 rise 2"
+fi
 declare -A PID=()
 
 for tool in h2load nginx curl; do
@@ -92,10 +109,10 @@ targets=(direct)
 if [[ $PEERS == *nginx* ]]; then
     {   nginx_top nginx
         cat <<EOF
-    upstream be { server 127.0.0.1:$BE_H1; keepalive 64; keepalive_requests 1000000; }
+    upstream be { server 127.0.0.1:$BE_UP; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:${PORT[nginx]} http2 backlog=4096;
-        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location / { $NGINX_PASS }
     }
 }
 EOF
@@ -119,13 +136,13 @@ frontend fe
     default_backend be
 backend be
     http-reuse always
-    option httpchk GET /healthz
-    server b1 127.0.0.1:$BE_H1 check inter 1s fall 3 rise 2
+    $HAPROXY_SERVER
 EOF
     start haproxy 1 haproxy -db -f "$WORKDIR/haproxy.cfg"
     targets+=(haproxy)
 fi
-PB_LISTEN=127.0.0.1:${PORT[meridian]} PB_PORT=${PORT[meridian]} PB_BACKENDS=127.0.0.1:$BE_H1 \
+MERIDIAN_EXTRA_TOML=$MERIDIAN_UPSTREAM \
+PB_LISTEN=127.0.0.1:${PORT[meridian]} PB_PORT=${PORT[meridian]} PB_BACKENDS=127.0.0.1:$BE_UP \
     PB_THREADS=1 PB_WORKDIR=$WORKDIR start meridian 1 "$here/benches/peerbench-candidate.sh"
 targets+=(meridian)
 
@@ -173,7 +190,7 @@ for (( r = 1; r <= ROUNDS; r++ )); do
 done
 
 {
-    echo "h2load -c $CLIENTS -m $STREAMS -D $DURATION, $ROUNDS rounds; h2c to the target, HTTP/1.1 upstream"
+    echo "h2load -c $CLIENTS -m $STREAMS -D $DURATION, $ROUNDS rounds; h2c to the target, $UPSTREAM upstream; load: $(cut -d' ' -f1-3 /proc/loadavg)"
     printf '%-9s %10s %8s %10s %8s %12s %8s\n' target "req/s(med)" ratio failed "mean" "cpu_us/req" "RSS_MiB"
     base=""
     for t in "${targets[@]}"; do

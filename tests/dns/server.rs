@@ -3,6 +3,8 @@
 //! runs. Queries for names under `slow.example.test.` can be held until the test releases
 //! them (a name server that does not answer for a while).
 
+#![allow(dead_code)] // shared by several test crates, each using a part
+
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

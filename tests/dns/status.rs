@@ -1,5 +1,7 @@
 //! `/status` and traffic helpers of `tests/dns.rs`.
 
+#![allow(dead_code)] // shared by several test crates, each using a part
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
