@@ -80,7 +80,10 @@ until curl -sf --max-time 1 "http://127.0.0.1:$admin/healthz" >/dev/null; do
   sleep 0.2
 done
 ps -o user= -p "$(cat "$work/run/meridian.pid")" | grep -qx meridian
-curl -sf --max-time 5 "http://127.0.0.1:$admin/" | grep -q '<title>Meridian status</title>'
+# Into a file: `grep -q` stops reading at its match, and curl would fail writing the rest of
+# the page into the closed pipe (exit 23 under pipefail).
+curl -sf --max-time 5 -o "$work/page.html" "http://127.0.0.1:$admin/"
+grep -q '<title>Meridian status</title>' "$work/page.html"
 # The default config's backend is a placeholder nobody listens on: a 503, as documented.
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$listen/")
 [ "$code" = 503 ] || { echo "proxy answered $code, not 503" >&2; exit 1; }

@@ -264,20 +264,24 @@ impl Ctx {
     }
 }
 
+/// The raw value of the first cookie `name` in a request's `Cookie` headers.
+pub(super) fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
 /// The consistent-hash key of a request (`None` when its key is absent).
 pub fn hash_key(req: &RequestHeader, key: &HashKey, client: Option<IpAddr>) -> Option<u64> {
     match key {
         HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| fnv1a(v.as_bytes())),
-        HashKey::Cookie(name) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| {
-                let (k, v) = c.trim().split_once('=')?;
-                (k == name).then(|| fnv1a(v.as_bytes()))
-            }),
+        HashKey::Cookie(name) => cookie_value(req, name).map(|v| fnv1a(v.as_bytes())),
         HashKey::ClientIp => client.map(|ip| match ip {
             IpAddr::V4(v4) => fnv1a(&v4.octets()),
             IpAddr::V6(v6) => fnv1a(&v6.octets()),

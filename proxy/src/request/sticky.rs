@@ -11,17 +11,9 @@ use tokio::time::Instant;
 
 use super::ctx::Ctx;
 
-/// The value of cookie `name` in a request's `Cookie` headers.
+/// The value of cookie `name` in a request's `Cookie` headers, unquoted.
 fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then(|| v.trim().trim_matches('"'))
-        })
+    super::ctx::cookie_value(req, name).map(|v| v.trim().trim_matches('"'))
 }
 
 /// The backend (region, member) a request's sticky cookie names in `table`'s service, if

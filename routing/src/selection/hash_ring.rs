@@ -27,6 +27,11 @@ pub struct HashRing {
 
 /// FNV-1a, 64 bit: stable across processes and versions, so hash affinity survives restarts.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_of(bytes)
+}
+
+/// [`fnv1a`] of bytes that need not be contiguous (several fields one after the other).
+pub fn fnv1a_of<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);

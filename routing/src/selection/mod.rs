@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicUsize;
 use meridian_config::Balance;
 
 pub use contract::{Member, PickInput, Selection};
-pub use hash_ring::{fnv1a, HashRing};
+pub use hash_ring::{fnv1a, fnv1a_of, HashRing};
 pub use least_connections::LeastConnections;
 pub use p2c::P2c;
 pub use round_robin::RoundRobin;

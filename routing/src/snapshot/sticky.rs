@@ -6,7 +6,7 @@
 use meridian_config::{Config, Service, Sticky};
 
 use super::region::RegionPool;
-use crate::selection::fnv1a;
+use crate::selection::{fnv1a, fnv1a_of};
 
 /// A service's sticky cookie settings and its members' tokens.
 #[derive(Debug, Default)]
@@ -56,17 +56,8 @@ impl StickyTable {
             .chain(service.as_bytes())
             .chain(&[0])
             .chain(id.as_bytes());
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in all {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        // Finalize (splitmix64), so that tokens of similar IDs share no digits.
-        h ^= h >> 30;
-        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h ^= h >> 27;
-        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
+        // Finalized (splitmix64), so that tokens of similar IDs share no digits.
+        fnv1a_of(all)
     }
 
     /// The (region, member) a token names, if it names one of this snapshot's.
