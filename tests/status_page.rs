@@ -487,6 +487,12 @@ fn the_demo_page_shows_traffic_from_every_continent() {
     assert!(geo.contains("EU") && geo.contains("eu-west"), "{geo}");
     let mesh = text(&mut b, "section[data-section^='Mesh']");
     assert!(mesh.contains("eu-1") && mesh.contains("ap-1"), "{mesh}");
+    // Each service with its pools' usable backends by region.
+    let services = text(&mut b, "section[data-section='services']");
+    assert!(
+        services.contains("default") && services.contains("us-east 2/2"),
+        "{services}"
+    );
     // Let the rates settle over the page's window before a picture is taken.
     std::thread::sleep(Duration::from_secs(3));
     assert_no_errors(&mut b);
