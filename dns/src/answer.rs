@@ -14,6 +14,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use meridian_config::Instance;
 use meridian_geoip::Location;
+use meridian_routing::plan::Plan;
 use meridian_routing::snapshot::Snapshot;
 use prometheus::IntCounter;
 
@@ -215,7 +216,11 @@ impl Answerer {
     /// Where a client at `loc` asking for a name of service `service` is sent (the same
     /// decision as a geo-steered answer).
     pub fn choose(state: &State, service: usize, loc: Option<&Location>) -> Choice {
-        let plan = state.snapshot().plan_anywhere(service, loc);
+        Answerer::choice_in(state, &state.snapshot().plan_anywhere(service, loc))
+    }
+
+    /// The first region of `plan` with an instance that may be answered.
+    fn choice_in(state: &State, plan: &Plan) -> Choice {
         plan.regions
             .iter()
             .map(|&i| usize::from(i))
@@ -468,7 +473,10 @@ impl Answerer {
         );
         let start = self.rotation.fetch_add(1, Ordering::Relaxed);
         let mut add = |rdata: RData| answers.push(Record::from_rdata(name.clone(), ttl, rdata));
-        match Answerer::choose(state, service, located.location.as_ref()) {
+        let plan = state
+            .snapshot()
+            .plan_anywhere(service, located.location.as_ref());
+        match Answerer::choice_in(state, &plan) {
             Choice::Region(i) => {
                 if let Some(c) = state.answered.get(i) {
                     c.inc();
@@ -487,9 +495,6 @@ impl Answerer {
             }
             Choice::FailOpen => {
                 self.metrics.fail_open.inc();
-                let plan = state
-                    .snapshot()
-                    .plan_anywhere(service, located.location.as_ref());
                 for r in plan
                     .regions
                     .iter()
