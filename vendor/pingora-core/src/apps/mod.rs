@@ -210,7 +210,7 @@ fn idle_buffers(
 /// parses first (as a pipelined prefix). The keep-alive timeout and shutdown close the
 /// connection as the session's own header read would.
 async fn wait_for_next_request(
-    stream: &Stream,
+    stream: &mut Stream,
     settings: &Option<HttpPersistentSettings>,
     shutdown: &ShutdownWatch,
 ) -> NextRequest {
@@ -228,52 +228,63 @@ async fn wait_for_next_request(
         return NextRequest::ReadAsUsual;
     }
     let Some(l4) = stream
-        .as_any()
-        .downcast_ref::<crate::protocols::l4::stream::Stream>()
+        .as_any_mut()
+        .downcast_mut::<crate::protocols::l4::stream::Stream>()
     else {
         return NextRequest::ReadAsUsual;
     };
-    let read = async {
-        loop {
-            match l4.wait_readable().await {
-                None => return NextRequest::ReadAsUsual,
-                Some(Err(_)) => return NextRequest::Closed,
-                Some(Ok(())) => {}
-            }
-            // On the stack of this poll only, not in the future: nothing is held while idle.
-            let mut buf = [0u8; 2048];
-            match l4.try_read_ready(&mut buf) {
-                Ok(0) => return NextRequest::Closed,
-                Ok(n) => return NextRequest::Bytes(BytesMut::from(&buf[..n])),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return NextRequest::Closed,
-            }
-        }
-    };
-    let mut shutdown = shutdown.clone();
-    let shutting_down = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                // the server is gone: nothing will tell us about a shutdown any more
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    let wait = async {
-        tokio::select! {
-            biased;
-            next = read => next,
-            _ = shutting_down => NextRequest::Closed,
-        }
-    };
     if keepalive == 0 {
-        return wait.await;
+        return wait_idle(l4, shutdown).await;
     }
-    match pingora_timeout::timeout(Duration::from_secs(keepalive), wait).await {
+    match pingora_timeout::timeout(Duration::from_secs(keepalive), wait_idle(l4, shutdown)).await {
         Ok(next) => next,
         Err(_) => {
             debug!("keepalive timeout {keepalive}s reached");
             NextRequest::Closed
+        }
+    }
+}
+
+/// Waits for the first bytes of the next request or a shutdown, whichever comes first. The
+/// two waits are futures of their own, built in place by `select!`: named futures moved
+/// into an async block would keep their room in it (and in its caller) while it waits.
+async fn wait_idle(
+    l4: &mut crate::protocols::l4::stream::Stream,
+    shutdown: &ShutdownWatch,
+) -> NextRequest {
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        biased;
+        next = read_next_request(l4) => next,
+        _ = shut_down(&mut shutdown) => NextRequest::Closed,
+    }
+}
+
+/// Reads the first bytes that arrive, without holding a buffer while waiting for them.
+async fn read_next_request(l4: &mut crate::protocols::l4::stream::Stream) -> NextRequest {
+    loop {
+        match l4.wait_readable().await {
+            None => return NextRequest::ReadAsUsual,
+            Some(Err(_)) => return NextRequest::Closed,
+            Some(Ok(())) => {}
+        }
+        // On the stack of this poll only, not in the future: nothing is held while idle.
+        let mut buf = [0u8; 2048];
+        match l4.try_read_ready(&mut buf) {
+            Ok(0) => return NextRequest::Closed,
+            Ok(n) => return NextRequest::Bytes(BytesMut::from(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return NextRequest::Closed,
+        }
+    }
+}
+
+/// Resolves when the server starts shutting down.
+async fn shut_down(shutdown: &mut ShutdownWatch) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            // the server is gone: nothing will tell us about a shutdown any more
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -539,50 +550,56 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            let options = self.server_options();
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                let first_byte = options
-                    .and_then(|o| o.first_byte_timeout)
-                    .map_or(60, |d| d.as_secs().max(1));
-                session.set_keepalive(Some(first_byte));
-            }
-            session.set_keepalive_reuses_remaining(
-                options.and_then(|opts| opts.keepalive_request_limit),
-            );
-            if let Some(o) = options {
-                o.apply_header_limits(&mut session);
-            }
-
-            let mut result = self.process_new_http(session, shutdown).await;
+            // The session is built in a block that ends before the request future is awaited,
+            // so that this (per connection, long-lived) future does not keep room for it.
+            let first = {
+                let mut session = ServerSession::new_http1(stream);
+                let options = self.server_options();
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    let first_byte = options
+                        .and_then(|o| o.first_byte_timeout)
+                        .map_or(60, |d| d.as_secs().max(1));
+                    session.set_keepalive(Some(first_byte));
+                }
+                session.set_keepalive_reuses_remaining(
+                    options.and_then(|opts| opts.keepalive_request_limit),
+                );
+                if let Some(o) = options {
+                    o.apply_header_limits(&mut session);
+                }
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 // Wait for the next request here, in this small state, rather than inside a
                 // new session's (much larger) request future with its header buffer; the
                 // stream's own L4 buffers are freed meanwhile.
-                let (stream, buffers) = idle_buffers(stream, None);
-                let next = wait_for_next_request(&stream, &persistent_settings, shutdown).await;
+                let (mut stream, buffers) = idle_buffers(stream, None);
+                let next = wait_for_next_request(&mut stream, &persistent_settings, shutdown).await;
                 let (stream, _) = idle_buffers(stream, buffers);
                 let first_bytes = match next {
                     NextRequest::Bytes(bytes) => Some(bytes),
                     NextRequest::ReadAsUsual => None,
                     NextRequest::Closed => return None,
                 };
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-                if let Some(bytes) = first_bytes {
-                    session.set_pipelined_prefix(bytes);
-                }
-                if let Some(o) = self.server_options() {
-                    o.apply_header_limits(&mut session);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
+                let next = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    if let Some(bytes) = first_bytes {
+                        session.set_pipelined_prefix(bytes);
+                    }
+                    if let Some(o) = self.server_options() {
+                        o.apply_header_limits(&mut session);
+                    }
+                    self.process_new_http(session, shutdown)
+                };
+                result = next.await;
             }
         }
         None
@@ -617,10 +634,10 @@ mod tests {
     #[tokio::test]
     async fn idle_keepalive_wait_is_small_and_reads_the_next_request() {
         use tokio::io::AsyncWriteExt;
-        let (server, mut client) = tcp_pair().await;
+        let (mut server, mut client) = tcp_pair().await;
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         let settings = kept_alive(60);
-        let wait = wait_for_next_request(&server, &settings, &shutdown);
+        let wait = wait_for_next_request(&mut server, &settings, &shutdown);
         // What an idle keep-alive connection holds while it waits (besides its stream): no
         // request future, no header buffer.
         assert!(
@@ -635,30 +652,56 @@ mod tests {
         }
     }
 
+    /// An HTTP application that serves nothing: only its connection future's size matters.
+    struct NoApp;
+
+    #[async_trait]
+    impl HttpServerApp for NoApp {
+        async fn process_new_http(
+            self: &Arc<Self>,
+            _session: ServerSession,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<ReusedHttpStream> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_future_is_small() {
+        let (server, _client) = tcp_pair().await;
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let app = Arc::new(NoApp);
+        let fut = app.process_new(server, &shutdown);
+        // What every idle keep-alive connection holds besides its stream and its task: the
+        // sessions and request futures are built only when a request arrives.
+        let size = std::mem::size_of_val(&*fut);
+        assert!(size <= 900, "{size}");
+    }
+
     #[tokio::test]
     async fn idle_keepalive_wait_ends_on_close_timeout_and_shutdown() {
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
         // the client closes
-        let (server, client) = tcp_pair().await;
+        let (mut server, client) = tcp_pair().await;
         drop(client);
-        let next = wait_for_next_request(&server, &kept_alive(60), &shutdown).await;
+        let next = wait_for_next_request(&mut server, &kept_alive(60), &shutdown).await;
         assert!(matches!(next, NextRequest::Closed));
         // the keep-alive timeout
-        let (server, _client) = tcp_pair().await;
+        let (mut server, _client) = tcp_pair().await;
         let started = std::time::Instant::now();
-        let next = wait_for_next_request(&server, &kept_alive(1), &shutdown).await;
+        let next = wait_for_next_request(&mut server, &kept_alive(1), &shutdown).await;
         assert!(matches!(next, NextRequest::Closed));
         assert!(started.elapsed() >= Duration::from_millis(900));
         // shutdown
-        let (server, _client) = tcp_pair().await;
+        let (mut server, _client) = tcp_pair().await;
         let (tx, shutdown) = tokio::sync::watch::channel(false);
         let settings = kept_alive(60);
-        let wait = wait_for_next_request(&server, &settings, &shutdown);
+        let wait = wait_for_next_request(&mut server, &settings, &shutdown);
         tx.send(true).unwrap();
         assert!(matches!(wait.await, NextRequest::Closed));
         // no keep-alive settings (a first request): the session reads as usual
-        let (server, _client) = tcp_pair().await;
-        let next = wait_for_next_request(&server, &None, &shutdown).await;
+        let (mut server, _client) = tcp_pair().await;
+        let next = wait_for_next_request(&mut server, &None, &shutdown).await;
         assert!(matches!(next, NextRequest::ReadAsUsual));
     }
 

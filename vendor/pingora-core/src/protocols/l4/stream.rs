@@ -179,13 +179,17 @@ impl RawStreamWrapper {
             #[cfg(target_os = "linux")]
             enable_rx_ts: false,
             #[cfg(target_os = "linux")]
-            reusable_cmsg_space: nix::cmsg_space!(nix::sys::socket::Timestamps),
+            // allocated when rx timestamps are enabled: most streams never read them
+            reusable_cmsg_space: Vec::new(),
         }
     }
 
     #[cfg(target_os = "linux")]
     pub fn enable_rx_ts(&mut self, enable_rx_ts: bool) {
         self.enable_rx_ts = enable_rx_ts;
+        if enable_rx_ts && self.reusable_cmsg_space.is_empty() {
+            self.reusable_cmsg_space = nix::cmsg_space!(nix::sys::socket::Timestamps);
+        }
     }
 }
 
@@ -649,10 +653,14 @@ impl Stream {
         }
     }
 
-    /// Frees the L4 read and write buffers of an idle stream (both empty), so that it holds
-    /// no buffer while it waits; returns their sizes for [`Self::restore_buffers`]. `None`
-    /// when there are none or one holds data.
+    /// Frees the L4 read and write buffers of an idle stream (both empty), and an emptied
+    /// rewind list, so that it holds no buffer while it waits; returns the buffer sizes for
+    /// [`Self::restore_buffers`]. `None` when there are none or one holds data.
     pub fn release_idle_buffers(&mut self) -> Option<L4BufferSettings> {
+        if self.rewind_read_buf.is_empty() {
+            // what a protocol sniff rewound was read: its list is not needed any more
+            self.rewind_read_buf = Vec::new();
+        }
         let buffers = self.buffers;
         if buffers.read_capacity() == 0 && buffers.write_capacity() == 0 {
             return None;
@@ -677,13 +685,24 @@ impl Stream {
 
     /// Reads what the peer sent without waiting, after [`Self::wait_readable`]: `Ok(0)` when
     /// the peer closed, `Err` of kind `WouldBlock` when nothing is there (the readiness was
-    /// spurious and is now cleared: wait again).
-    pub fn try_read_ready(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.stream().get_ref().stream {
-            RawStream::Tcp(s) => s.try_read(buf),
+    /// spurious and is now cleared: wait again). A read that does not fill `buf` drained the
+    /// socket: its read readiness is cleared too, so that the next read waits for the next
+    /// event instead of returning `EAGAIN` (what `try_read` would leave: one wasted syscall
+    /// per keep-alive request).
+    pub fn try_read_ready(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut read = ReadBuf::new(buf);
+        let polled = match &mut self.stream_mut().get_mut().stream {
+            RawStream::Tcp(s) => Pin::new(s).poll_read(&mut cx, &mut read),
             #[cfg(unix)]
-            RawStream::Unix(s) => s.try_read(buf),
-            RawStream::Virtual(_) => Err(io::ErrorKind::Unsupported.into()),
+            RawStream::Unix(s) => Pin::new(s).poll_read(&mut cx, &mut read),
+            RawStream::Virtual(_) => return Err(io::ErrorKind::Unsupported.into()),
+        };
+        match polled {
+            Poll::Ready(Ok(())) => Ok(read.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            // not ready after all: the caller waits for readiness again (with its own waker)
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
