@@ -31,6 +31,11 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
+/// Room for headers beyond those parsed, in a parsed request's or response's header maps: a
+/// proxy adds some (`X-Forwarded-For`, `Via`, …) and each map that outgrows its capacity is
+/// rehashed into a new allocation, twice per header map pair.
+pub(crate) const HEADER_HEADROOM: usize = 8;
+
 pub const CRLF: &[u8; 2] = b"\r\n";
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";

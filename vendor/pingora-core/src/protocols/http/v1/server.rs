@@ -384,7 +384,7 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            Some(req.headers.len() + super::common::HEADER_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -1916,6 +1916,19 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_request_header_headroom() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let headers = &http_stream.req_header().headers;
+        assert_eq!(2, headers.len());
+        // a proxy's few added headers fit without growing (rehashing) the map
+        assert!(headers.capacity() >= 2 + super::super::common::HEADER_HEADROOM);
     }
 
     #[cfg(feature = "patched_http1")]
