@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if peer_matches_stream(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +472,49 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Whether a pooled `stream` is connected where `peer` is. The peer address in the stream's
+/// socket digest is asked of the socket (`getpeername`) once per connection and kept; asking
+/// the socket again at every reuse, as [`Peer::matches_fd`] does, costs a syscall per
+/// request on a busy pool. Peers reached through a proxy and streams without a digest are
+/// checked by their socket as before.
+#[cfg(unix)]
+fn peer_matches_stream<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+    if peer.get_proxy().is_none() {
+        let known = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned());
+        match (peer.address(), known) {
+            (PeerAddr::Inet(want), Some(PeerAddr::Inet(got))) => {
+                // as `check_fd_match`: 0.0.0.0 may be mapped to a local address by the system
+                if (want.ip().is_unspecified() && want.is_ipv4()) || *want == got {
+                    return true;
+                }
+                error!(
+                    "Crit: FD mismatch: fd: {:?}, addr: {got}, peer: {want}",
+                    stream.id()
+                );
+                return false;
+            }
+            (PeerAddr::Unix(want), Some(PeerAddr::Unix(got))) => {
+                if let (Some(want), Some(got)) = (want.as_pathname(), got.as_pathname()) {
+                    if want == got {
+                        return true;
+                    }
+                    error!(
+                        "Crit: unix FD mismatch: fd: {:?}, peer: {got:?}, addr: {want:?}",
+                        stream.id()
+                    );
+                    return false;
+                }
+            }
+            (_, Some(_)) => return false,
+            (_, None) => {}
+        }
+    }
+    peer.matches_fd(stream.id())
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
@@ -809,6 +852,26 @@ mod tests {
             .connect_local_addr()
             .expect("TLS handshake failure should retain the assigned local address");
         assert_ne!(local_addr.port(), 0);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn pooled_stream_checked_against_its_peer_by_digest() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&listener.local_addr().unwrap().to_string());
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let _accepted = listener.accept().await.unwrap();
+        assert!(peer_matches_stream(&peer, &stream));
+        // the peer address is kept from here on: reuses do not ask the socket again
+        let digest = stream.get_socket_digest().unwrap();
+        assert!(digest.peer_addr.get().is_some());
+        let elsewhere = BasicPeer::new(&other.local_addr().unwrap().to_string());
+        assert!(!peer_matches_stream(&elsewhere, &stream));
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
     }
 
     #[tokio::test]
