@@ -152,7 +152,7 @@ impl<A> ConnLimits<A> {
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnLimits<A> {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let digest = stream.get_socket_digest();
@@ -173,15 +173,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnLimits<A> {
             Ok(_guard) => self.inner.process_new(stream, shutdown).await,
             Err(why) => {
                 tracing::debug!(?peer, %local, ?why, "connection refused by a connection cap");
-                // An HTTP/1 client gets a reason; an HTTP/2 one (ALPN h2) is just closed.
-                if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        stream.write_all(REFUSED),
-                    )
-                    .await;
-                    let _ = stream.flush().await;
-                }
+                // Boxed: the refusal's write and timer are not to take room in the state every
+                // admitted connection holds for as long as it lives.
+                Box::pin(refuse(stream)).await;
                 None
             }
         }
@@ -189,6 +183,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnLimits<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+/// Tells a refused client why, within a second: an HTTP/1 client gets a `503` with a reason;
+/// an HTTP/2 one (ALPN h2) is just closed.
+async fn refuse(mut stream: Stream) {
+    if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            stream.write_all(REFUSED).await?;
+            stream.flush().await
+        })
+        .await;
     }
 }
 

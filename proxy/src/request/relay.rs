@@ -46,7 +46,10 @@ pub fn local_only(snap: &Snapshot, service: usize) -> Plan {
 
 /// Marks (or unmarks) the upstream request as relayed by `node`.
 pub fn mark(upstream: &mut RequestHeader, relay: bool, node: &str) -> pingora::Result<()> {
-    upstream.remove_header(RELAYED_BY);
+    // Looked up first: a removal parses the name and touches both of pingora's header maps.
+    if upstream.headers.contains_key(RELAYED_BY) {
+        upstream.remove_header(RELAYED_BY);
+    }
     if relay {
         upstream.insert_header(RELAYED_BY, node)?;
     }
