@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the vendored Pingora crates' own tests of the modules the patches touch, the patches'
+# tests among them (vendor/ is not a workspace member, so `cargo test` does not run them).
+# Each crate is copied to a temp dir as a workspace of its own, with main's Cargo.lock;
+# artifacts go to main's target dir. Loopback only (the upstream tests that need the
+# Internet are not selected).
+#
+#   vendor/test-patches.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+run() { # crate features test-filters...
+  local crate=$1 features=$2
+  shift 2
+  cp -a "vendor/$crate" "$out/"
+  printf '\n[workspace]\n' >> "$out/$crate/Cargo.toml"
+  # the other vendored crates, patched, as in the workspace
+  if [ "$crate" != pingora-core ]; then
+    printf '\n[patch.crates-io]\npingora-core = { path = "../pingora-core" }\n' >> "$out/$crate/Cargo.toml"
+  fi
+  cp Cargo.lock "$out/$crate/"
+  echo "== $crate: $*"
+  cargo test --quiet --manifest-path "$out/$crate/Cargo.toml" --features "$features" --lib -- "$@"
+}
+# core: the idle keep-alive wait and connection state (0004, 0007), body buffers (0003),
+# header maps (0008), the pooled-connection check (0009), and the modules around them
+run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
+  connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
+# proxy: hop-by-hop removal (0003)
+run pingora-proxy rustls hop_by_hop
