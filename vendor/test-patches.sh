@@ -29,5 +29,5 @@ run() { # crate features test-filters...
 # header maps (0008), the pooled-connection check (0009), and the modules around them
 run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
   connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
-# proxy: hop-by-hop removal (0003)
-run pingora-proxy rustls hop_by_hop
+# proxy: hop-by-hop removal (0003), the request future (0006) and the session's shutdown wake-ups
+run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_

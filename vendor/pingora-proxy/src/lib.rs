@@ -1585,6 +1585,51 @@ impl SubrequestSpawner {
     }
 }
 
+impl<SV, C> HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    /// [`HttpServerApp::process_new_http`] of a boxed session.
+    async fn process_new_session(
+        self: &Arc<Self>,
+        session: Box<HttpSession>,
+        prev_user_ctx: Option<Box<dyn std::any::Any + Send + Sync>>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // TODO: keepalive pool, use stack
+        // `None`: a bad request
+        let downstream_session = self.handle_new_request(session).await?;
+        // Built in a block that ends before the request is awaited: the session and the
+        // context are moved into the request's future, and no room is kept for them here.
+        let request = {
+            let mut session = Session::new(
+                downstream_session,
+                &self.downstream_modules,
+                #[cfg(feature = "upstream_modules")]
+                &self.upstream_modules,
+                self.shutdown_flag.clone(),
+            );
+
+            if *shutdown.borrow() {
+                // stop downstream from reusing if this service is shutting down soon
+                session.set_keepalive(None);
+            }
+
+            let mut ctx = self.inner.new_ctx();
+
+            // Deliver user context from the previous request on this reused connection
+            if let Some(prev_ctx) = prev_user_ctx {
+                self.inner
+                    .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+            }
+            self.process_request(session, ctx)
+        };
+        request.await
+    }
+}
+
 #[async_trait]
 impl<SV, C> HttpServerApp for HttpProxy<SV, C>
 where
@@ -1592,42 +1637,22 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Written out instead of `async fn`: the session is boxed before the request's future
+    // is built, so the future (moved into its box per request) holds a pointer to it rather
+    // than keeping room for the session twice (as captured and as a local).
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         mut session: HttpSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+        shutdown: &'life1 ShutdownWatch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
-
-        let session = Box::new(session);
-
-        // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
-            ),
-            None => return None, // bad request
-        };
-
-        if *shutdown.borrow() {
-            // stop downstream from reusing if this service is shutting down soon
-            session.set_keepalive(None);
-        }
-
-        let mut ctx = self.inner.new_ctx();
-
-        // Deliver user context from the previous request on this reused connection
-        if let Some(prev_ctx) = prev_user_ctx {
-            self.inner
-                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-        }
-
-        self.process_request(session, ctx).await
+        Box::pin(self.process_new_session(Box::new(session), prev_user_ctx, shutdown))
     }
 
     async fn http_cleanup(&self) {
@@ -2621,6 +2646,25 @@ mod tests {
     fn pending_session() -> Box<HttpSession> {
         let stream = L4Stream::from(VirtualSocketStream::new(Box::new(PendingVirtualSocket)));
         Box::new(HttpSession::new_http1(Box::new(stream)))
+    }
+
+    #[tokio::test]
+    async fn request_future_keeps_no_room_for_the_server_session() {
+        let proxy = Arc::new(HttpProxy::new(NoopProxy, Arc::new(ServerConf::default())));
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let request = proxy.process_new_http(*pending_session(), &shutdown);
+        let session = Session::new(
+            pending_session(),
+            &proxy.downstream_modules,
+            #[cfg(feature = "upstream_modules")]
+            &proxy.upstream_modules,
+            proxy.shutdown_flag.clone(),
+        );
+        let process_request = proxy.process_request(session, ());
+        // What a request's future (moved into its box per request) holds beyond processing
+        // the request: no room for the server session it was built from.
+        let extra = std::mem::size_of_val(&*request) - std::mem::size_of_val(&process_request);
+        assert!(extra < std::mem::size_of::<HttpSession>(), "{extra}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
