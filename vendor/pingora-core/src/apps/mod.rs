@@ -177,36 +177,9 @@ enum NextRequest {
     Closed,
 }
 
-/// With `restore` `None`: frees the L4 buffers of an idle plain stream, returning their
-/// sizes; with `Some(sizes)`: gives them back. Other streams are left alone.
-fn idle_buffers(
-    stream: Stream,
-    restore: Option<crate::protocols::l4::stream::L4BufferSettings>,
-) -> (
-    Stream,
-    Option<crate::protocols::l4::stream::L4BufferSettings>,
-) {
-    use crate::protocols::l4::stream::Stream as L4Stream;
-    if !stream.as_any().is::<L4Stream>() {
-        return (stream, None);
-    }
-    let mut l4 = stream
-        .into_any()
-        .downcast::<L4Stream>()
-        .expect("the type was just checked");
-    let released = match restore {
-        None => l4.release_idle_buffers(),
-        Some(buffers) => {
-            l4.restore_buffers(buffers);
-            None
-        }
-    };
-    (l4, released)
-}
-
 /// Waits for the next request on a kept-alive HTTP/1 connection without a session, request
-/// future or header buffer: an idle connection holds only its stream and this small state.
-/// The bytes that arrive are read into a buffer of their size, which the next session
+/// future or header buffer: an idle connection holds only its stream (without its L4 buffers,
+/// given back when the wait ends) and this small state. The bytes that arrive are read into a buffer of their size, which the next session
 /// parses first (as a pipelined prefix). The keep-alive timeout and shutdown close the
 /// connection as the session's own header read would.
 async fn wait_for_next_request(
@@ -233,16 +206,25 @@ async fn wait_for_next_request(
     else {
         return NextRequest::ReadAsUsual;
     };
-    if keepalive == 0 {
-        return wait_idle(l4, shutdown).await;
-    }
-    match pingora_timeout::timeout(Duration::from_secs(keepalive), wait_idle(l4, shutdown)).await {
-        Ok(next) => next,
-        Err(_) => {
-            debug!("keepalive timeout {keepalive}s reached");
-            NextRequest::Closed
+    // The stream's L4 buffers are freed while it waits, and given back for the session.
+    let buffers = l4.release_idle_buffers();
+    let next = if keepalive == 0 {
+        wait_idle(l4, shutdown).await
+    } else {
+        match pingora_timeout::timeout(Duration::from_secs(keepalive), wait_idle(l4, shutdown))
+            .await
+        {
+            Ok(next) => next,
+            Err(_) => {
+                debug!("keepalive timeout {keepalive}s reached");
+                NextRequest::Closed
+            }
         }
+    };
+    if let Some(buffers) = buffers {
+        l4.restore_buffers(buffers);
     }
+    next
 }
 
 /// Waits for the first bytes of the next request or a shutdown, whichever comes first. The
@@ -574,13 +556,11 @@ where
                 self.process_new_http(session, shutdown)
             };
             let mut result = first.await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
                 // Wait for the next request here, in this small state, rather than inside a
                 // new session's (much larger) request future with its header buffer; the
                 // stream's own L4 buffers are freed meanwhile.
-                let (mut stream, buffers) = idle_buffers(stream, None);
                 let next = wait_for_next_request(&mut stream, &persistent_settings, shutdown).await;
-                let (stream, _) = idle_buffers(stream, buffers);
                 let first_bytes = match next {
                     NextRequest::Bytes(bytes) => Some(bytes),
                     NextRequest::ReadAsUsual => None,
