@@ -370,13 +370,7 @@ fn the_soa_serial_moves_when_what_is_answered_changes() {
 fn a_configured_serial_starts_there_and_counts_changes() {
     let snap =
         snapshot(&config_text("us-1", "").replace("ttl = \"20s\"", "ttl = \"20s\"\nserial = 7"));
-    let a = meridian_dns::Answerer::new(
-        meridian_dns::DnsMetrics::register(&prometheus::Registry::new()),
-        snap.clone(),
-        || true,
-    )
-    .unwrap();
-    a.update(snap.clone(), all_up).unwrap();
+    let a = answerer_of(&snap, all_up);
     assert_eq!(a.state().serial, 7);
     a.update(snap.clone(), down(&["ap-1"])).unwrap();
     assert_eq!(a.state().serial, 8);
@@ -395,13 +389,7 @@ fn a_name_follows_the_plan_of_the_service_its_host_routes_to() {
         "names = [\"www\", \"@\", \"api\"]",
     );
     let snap = snapshot(&text);
-    let a = meridian_dns::Answerer::new(
-        meridian_dns::DnsMetrics::register(&prometheus::Registry::new()),
-        snap.clone(),
-        || true,
-    )
-    .unwrap();
-    a.update(snap.clone(), all_up).unwrap();
+    let a = answerer_of(&snap, all_up);
     for subnet in [GB, US, JP] {
         let m = ask(
             &a,

@@ -109,6 +109,11 @@ pub fn answerer(
     state: impl Fn(&Instance) -> InstanceState,
 ) -> (Answerer, Arc<Snapshot>) {
     let snap = snapshot(&config_text(node, ""));
+    (answerer_of(&snap, state), snap)
+}
+
+/// A ready answerer of `snap`, with `state` deciding each instance's health.
+pub fn answerer_of(snap: &Arc<Snapshot>, state: impl Fn(&Instance) -> InstanceState) -> Answerer {
     let a = Answerer::new(
         DnsMetrics::register(&prometheus::Registry::new()),
         snap.clone(),
@@ -116,7 +121,7 @@ pub fn answerer(
     )
     .unwrap();
     a.update(snap.clone(), state).unwrap();
-    (a, snap)
+    a
 }
 
 /// A query message for `name`/`qtype`: with EDNS (payload `payload`) when `payload` is
