@@ -29,8 +29,9 @@ run() { # crate features test-filters...
     --test-threads=1 "$@"
 }
 # core: the idle keep-alive wait and connection state (0004, 0007), body buffers (0003),
-# header maps (0008), the pooled-connection check (0009), and the modules around them
+# header maps (0008), the pooled-connection check (0009), the idle pool (0010), and the
+# modules around them
 run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
-  connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
+  connectors::idle_pool connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
 # proxy: hop-by-hop removal (0003), the request future (0006) and the session's shutdown wake-ups
 run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_

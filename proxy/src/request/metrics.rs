@@ -6,7 +6,6 @@ use prometheus::{IntCounter, Registry};
 
 use super::grpc::GrpcMetrics;
 use super::tunnel::TunnelMetrics;
-use crate::observe::logging::pool_reuse_lost;
 use crate::observe::metrics::counter;
 
 /// Counters of outcomes that belong to no backend.
@@ -33,10 +32,8 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    /// Registers the counters in `registry`, with the process-wide
-    /// `meridian_upstream_pool_reuse_lost_total` (it counts pingora's log records).
+    /// Registers the counters in `registry`.
     pub fn register(registry: &Registry) -> Self {
-        register(registry, pool_reuse_lost().clone());
         RequestMetrics {
             no_backend: counter(
                 registry,
