@@ -1,7 +1,6 @@
 //! The request path's own counters (the per-backend and per-region ones belong to the
 //! routing core).
 
-use meridian_routing::metrics::register;
 use prometheus::{IntCounter, Registry};
 
 use super::grpc::GrpcMetrics;

@@ -100,6 +100,7 @@ impl IdlePool {
     }
 
     /// Idle streams held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
