@@ -126,6 +126,7 @@ pub(crate) struct ListenersFile {
     pub https: Option<S<Vec<S<HttpsFile>>>>,
     pub redirect_http: Option<S<Vec<S<String>>>>,
     pub hsts: Option<S<String>>,
+    pub preserve_header_case: Option<S<bool>>,
 }
 
 /// One `[[listeners.https]]` entry.

@@ -55,6 +55,7 @@ fn minimal_file_gets_all_defaults() {
             https: vec![],
             redirect_http: vec![],
             hsts: None,
+            preserve_header_case: false,
         },
         threads,
         timeouts: Timeouts {

@@ -358,6 +358,10 @@ fn listeners(cx: &mut Cx<'_>, file: &file::ListenersFile) -> Listeners {
         https,
         redirect_http,
         hsts,
+        preserve_header_case: file
+            .preserve_header_case
+            .as_ref()
+            .is_some_and(|p| *p.get_ref()),
     }
 }
 

@@ -176,6 +176,11 @@ pub struct Listeners {
     pub redirect_http: Vec<SocketAddr>,
     /// The `Strict-Transport-Security` value sent on responses to HTTPS requests.
     pub hsts: Option<String>,
+    /// Whether HTTP/1 header names keep their case on the way through. Off (the default),
+    /// they are sent in lower case to backends and clients (the common ones, such as `Host`
+    /// and `Content-Length`, in their usual spelling), as HAProxy and Envoy send them and
+    /// as HTTP/2 requires: a request keeps one header map instead of two.
+    pub preserve_header_case: bool,
 }
 
 /// One HTTPS listener and the certificates it serves, chosen by SNI.

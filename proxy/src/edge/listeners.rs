@@ -50,6 +50,7 @@ fn server_options(config: &Config) -> HttpServerOptions {
     http.h2_idle_timeout = Some(t.h2_idle);
     // pingora counts reuses: a limit of n - 1 reuses serves n requests.
     http.keepalive_request_limit = Some(l.max_requests_per_connection.saturating_sub(1));
+    http.lower_case_headers = !config.listeners.preserve_header_case;
     http
 }
 

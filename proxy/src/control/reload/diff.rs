@@ -22,6 +22,9 @@ pub fn unswappable(old: &Config, new: &Config) -> Vec<&'static str> {
     if https(old) != https(new) {
         out.push("listeners.https addresses or proxy_protocol");
     }
+    if old.listeners.preserve_header_case != new.listeners.preserve_header_case {
+        out.push("listeners.preserve_header_case");
+    }
     if old.listeners.redirect_http != new.listeners.redirect_http {
         out.push("listeners.redirect_http");
     }

@@ -112,12 +112,24 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None` (1 MiB).
     pub max_header_size: Option<usize>,
+
+    /// Parse HTTP/1 request headers without keeping the case of their names: one header
+    /// map per request instead of two, and the upstream response to such a request is
+    /// parsed the same way. The names are then written in lower case to HTTP/1 peers in
+    /// both directions (the well-known ones, such as `Host` and `Content-Length`, in their
+    /// usual spelling), as HAProxy and Envoy do by default and as HTTP/2 requires.
+    ///
+    /// Default: `false` (names keep their case).
+    pub lower_case_headers: bool,
 }
 
 impl HttpServerOptions {
-    /// Applies the request-header limits to a new HTTP/1 session.
+    /// Applies the request-header limits and header-name case to a new HTTP/1 session.
     fn apply_header_limits(&self, session: &mut ServerSession) {
         session.set_request_header_limits(self.header_timeout, self.max_header_size);
+        if self.lower_case_headers {
+            session.set_keep_header_case(false);
+        }
     }
 }
 

@@ -350,6 +350,15 @@ impl Session {
         }
     }
 
+    /// Whether an HTTP/1 request header keeps the case of its names (the default); see
+    /// [`SessionV1::set_keep_header_case`]. Noop for h2 (whose names are lower case) and
+    /// subrequests.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        if let Self::H1(s) = self {
+            s.set_keep_header_case(keep);
+        }
+    }
+
     /// Get the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Not applicable for h2 or
     /// subrequest

@@ -284,10 +284,21 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len() + super::common::HEADER_HEADROOM),
-                        ) {
+                        // The response keeps the case of its header names if its request
+                        // did (a request header without a case map is one whose names are
+                        // sent in lower case, see `ServerSession::set_keep_header_case`).
+                        let keep_case = self
+                            .request_written
+                            .as_ref()
+                            .map_or(true, |req| req.has_case());
+                        let size_hint = Some(resp.headers.len() + super::common::HEADER_HEADROOM);
+                        let code = resp.code.unwrap();
+                        let response_header = if keep_case {
+                            ResponseHeader::build(code, size_hint)
+                        } else {
+                            ResponseHeader::build_no_case(code, size_hint)
+                        };
+                        let mut response_header = match response_header {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };
@@ -988,6 +999,32 @@ mod tests_stream {
         assert_eq!(1, headers.len());
         // a proxy's few added headers fit without growing (rehashing) the map
         assert!(headers.capacity() >= 1 + super::super::common::HEADER_HEADROOM);
+    }
+
+    #[tokio::test]
+    async fn response_header_case_follows_its_request() {
+        init_log();
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Custom-Name: b\r\n\r\n";
+        for keep in [true, false] {
+            let mut req = if keep {
+                RequestHeader::build("GET", b"/", None).unwrap()
+            } else {
+                RequestHeader::build_no_case("GET", b"/", None).unwrap()
+            };
+            req.insert_header("Host", "a").unwrap();
+            let request: &[u8] = if keep {
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+            } else {
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+            };
+            let mock_io = Builder::new().write(request).read(&response[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.write_request_header(Box::new(req)).await.unwrap();
+            http_stream.read_response().await.unwrap();
+            let resp = http_stream.resp_header().unwrap();
+            assert_eq!(keep, resp.has_case());
+            assert_eq!(resp.headers.get("x-custom-name").unwrap(), "b");
+        }
     }
 
     #[tokio::test]

@@ -162,6 +162,9 @@ pub struct HttpSession {
     header_timeout: Option<Duration>,
     /// The largest request header accepted (`431`).
     max_header_size: usize,
+    /// Whether the request header keeps the case of its names (a second, case-preserving
+    /// name map); see [`Self::set_keep_header_case`].
+    keep_header_case: bool,
 }
 
 impl HttpSession {
@@ -212,6 +215,7 @@ impl HttpSession {
             pipelined_idle_bytes_stashed: false,
             header_timeout: None,
             max_header_size: MAX_HEADER_SIZE,
+            keep_header_case: true,
         }
     }
 
@@ -380,12 +384,15 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len() + super::common::HEADER_HEADROOM),
-                        )?);
+                        let method = req.method.unwrap_or("");
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("").as_bytes();
+                        let size_hint = Some(req.headers.len() + super::common::HEADER_HEADROOM);
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build(method, path, size_hint)?
+                        } else {
+                            RequestHeader::build_no_case(method, path, size_hint)?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -769,6 +776,15 @@ impl HttpSession {
 
     pub fn get_keepalive_reuses_remaining(&self) -> Option<u32> {
         self.keepalive_reuses_remaining
+    }
+
+    /// Whether the request header keeps the case of its names as received (the default).
+    /// Without it the header has one map, not two (a value map and a case-preserving name
+    /// map that every insert, removal, clone and drop also touches), and its names are
+    /// written in lower case wherever it is sent (the well-known ones in their usual
+    /// spelling), as HTTP/2 requires and as HAProxy and Envoy send them to HTTP/1 peers.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
     }
 
     /// Set user-defined context to carry across requests on the same keepalive connection.
@@ -1929,6 +1945,30 @@ mod tests_stream {
         assert_eq!(2, headers.len());
         // a proxy's few added headers fit without growing (rehashing) the map
         assert!(headers.capacity() >= 2 + super::super::common::HEADER_HEADROOM);
+    }
+
+    #[tokio::test]
+    async fn read_request_without_header_case() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nX-Custom-Name: b\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_keep_header_case(keep);
+            http_stream.read_request().await.unwrap();
+            let req = http_stream.req_header();
+            assert_eq!(keep, req.has_case());
+            assert_eq!(req.headers.get("x-custom-name").unwrap(), "b");
+            let mut wire = Vec::new();
+            req.header_to_h1_wire(&mut wire);
+            let expected: &[u8] = if keep {
+                b"Host: a\r\nX-Custom-Name: b\r\n"
+            } else {
+                // well-known names in their usual form, the others in lower case
+                b"Host: a\r\nx-custom-name: b\r\n"
+            };
+            assert_eq!(String::from_utf8_lossy(&wire), String::from_utf8_lossy(expected));
+        }
     }
 
     #[cfg(feature = "patched_http1")]
