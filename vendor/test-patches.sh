@@ -12,15 +12,19 @@ root=$PWD
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+vendored=(pingora-core pingora-proxy pingora-http)
 run() { # crate features test-filters...
-  local crate=$1 features=$2
+  local crate=$1 features=$2 other
   shift 2
-  cp -a "vendor/$crate" "$out/"
+  [ -d "$out/$crate" ] || cp -a "vendor/$crate" "$out/"
   printf '\n[workspace]\n' >> "$out/$crate/Cargo.toml"
   # the other vendored crates, patched, as in the workspace
-  if [ "$crate" != pingora-core ]; then
-    printf '\n[patch.crates-io]\npingora-core = { path = "../pingora-core" }\n' >> "$out/$crate/Cargo.toml"
-  fi
+  printf '\n[patch.crates-io]\n' >> "$out/$crate/Cargo.toml"
+  for other in "${vendored[@]}"; do
+    [ "$other" = "$crate" ] && continue
+    [ -d "$out/$other" ] || cp -a "vendor/$other" "$out/"
+    printf '%s = { path = "../%s" }\n' "$other" "$other" >> "$out/$crate/Cargo.toml"
+  done
   cp Cargo.lock "$out/$crate/"
   echo "== $crate: $*"
   # One test at a time: upstream's rx-timestamp test gives the kernel 100 µs to apply
@@ -33,5 +37,7 @@ run() { # crate features test-filters...
 # modules around them
 run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
   connectors::idle_pool connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
+# http: header names given as HeaderName (0001), and the crate's header tests
+run pingora-http "" test_
 # proxy: hop-by-hop removal (0003), the request future (0006) and the session's shutdown wake-ups
 run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_

@@ -148,7 +148,7 @@ pub async fn respond(session: &mut Session, code: u16, ctx: &mut Ctx) {
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
     if code == 503 && ctx.relayed && ctx.no_backend {
-        let _ = resp.insert_header(super::relay::RELAY_FAILED, "no-backend");
+        let _ = resp.insert_header(&super::relay::RELAY_FAILED, "no-backend");
     }
     if let Some(after) = retry_after {
         let secs = after.as_secs().max(1).to_string();

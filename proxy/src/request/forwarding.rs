@@ -16,7 +16,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use http::header::{HeaderValue, VIA};
+use http::header::{HeaderName, HeaderValue, VIA};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
@@ -140,9 +140,7 @@ pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
             address_value(peer)
         };
         if let Ok(value) = value {
-            // A `&'static str` name costs no allocation for pingora's case-preserving copy
-            // (a custom `HeaderName` would be copied into a fresh buffer).
-            upstream.insert_header("X-Forwarded-For", value)?;
+            set(upstream, &X_FORWARDED_FOR, "X-Forwarded-For", value)?;
         }
     }
     let proto = if hop.tls { HTTPS } else { HTTP };
@@ -157,12 +155,12 @@ pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
         }
         if let Some(client) = hop.client {
             if let Ok(v) = address_value(client) {
-                upstream.insert_header("X-Real-IP", v)?;
+                set(upstream, &X_REAL_IP, "X-Real-IP", v)?;
             }
         }
-        upstream.insert_header("X-Forwarded-Proto", proto)?;
-    } else if upstream.headers.get("x-forwarded-proto").is_none() {
-        upstream.insert_header("X-Forwarded-Proto", proto)?;
+        set(upstream, &X_FORWARDED_PROTO, "X-Forwarded-Proto", proto)?;
+    } else if upstream.headers.get(&X_FORWARDED_PROTO).is_none() {
+        set(upstream, &X_FORWARDED_PROTO, "X-Forwarded-Proto", proto)?;
     }
     let via = match joined(upstream.headers.get_all(VIA), false) {
         Some(prior) => {
@@ -173,6 +171,25 @@ pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
     };
     upstream.insert_header(VIA, via)?;
     Ok(())
+}
+
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Sets `name` to `value`. A header that keeps its names' case (`listeners.
+/// preserve_header_case`) gets the name as `cased`; one that does not takes `name` as it
+/// is, with no parsing or copy of the name.
+fn set(
+    upstream: &mut RequestHeader,
+    name: &'static HeaderName,
+    cased: &'static str,
+    value: HeaderValue,
+) -> Result<()> {
+    if upstream.has_case() {
+        upstream.insert_header(cased, value)
+    } else {
+        upstream.insert_header(name, value)
+    }
 }
 
 /// Whether `name` (lower case) is `Forwarded` or one of the [`SPOOFABLE`] headers.

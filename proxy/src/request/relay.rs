@@ -6,6 +6,7 @@
 //! A request that comes back to an instance it already passed is refused by the `Via`
 //! check (`508`).
 
+use http::HeaderName;
 use meridian_routing::{Plan, Snapshot};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -14,15 +15,15 @@ use pingora::ErrorType;
 use crate::control::instance::Active;
 
 /// The request header naming the instance that relayed the request.
-pub const RELAYED_BY: &str = "x-meridian-relayed-by";
+pub static RELAYED_BY: HeaderName = HeaderName::from_static("x-meridian-relayed-by");
 /// The response header of a relay whose region has no usable backend.
-pub const RELAY_FAILED: &str = "x-meridian-relay-failed";
+pub static RELAY_FAILED: HeaderName = HeaderName::from_static("x-meridian-relay-failed");
 /// The error a relay's refusal becomes on the sending instance.
 pub const RELAY_UNAVAILABLE: ErrorType = ErrorType::Custom("RelayUnavailable");
 
 /// Whether the request was relayed by another instance (the header, from a peer's address).
 pub fn relayed(session: &Session, active: &Active) -> bool {
-    session.req_header().headers.contains_key(RELAYED_BY)
+    session.req_header().headers.contains_key(&RELAYED_BY)
         && session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -47,16 +48,16 @@ pub fn local_only(snap: &Snapshot, service: usize) -> Plan {
 /// Marks (or unmarks) the upstream request as relayed by `node`.
 pub fn mark(upstream: &mut RequestHeader, relay: bool, node: &str) -> pingora::Result<()> {
     // Looked up first: a removal parses the name and touches both of pingora's header maps.
-    if upstream.headers.contains_key(RELAYED_BY) {
-        upstream.remove_header(RELAYED_BY);
+    if upstream.headers.contains_key(&RELAYED_BY) {
+        upstream.remove_header(&RELAYED_BY);
     }
     if relay {
-        upstream.insert_header(RELAYED_BY, node)?;
+        upstream.insert_header(&RELAYED_BY, node)?;
     }
     Ok(())
 }
 
 /// Whether a relay's answer says its region could not serve the request.
 pub fn refused(resp: &ResponseHeader) -> bool {
-    resp.headers.contains_key(RELAY_FAILED)
+    resp.headers.contains_key(&RELAY_FAILED)
 }

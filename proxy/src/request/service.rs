@@ -30,6 +30,14 @@ use super::tunnel::Close;
 use crate::control::instance::Instance;
 use meridian_routing::Snapshot;
 
+/// The response header naming the region that served the request.
+static X_MERIDIAN_REGION: http::HeaderName = http::HeaderName::from_static("x-meridian-region");
+/// The response header with the client's country as Meridian located it.
+static X_MERIDIAN_CLIENT_COUNTRY: http::HeaderName =
+    http::HeaderName::from_static("x-meridian-client-country");
+/// The gRPC deadline passed on to the backend.
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// The Meridian proxy service.
 pub struct MeridianProxy {
     inst: Arc<Instance>,
@@ -381,7 +389,7 @@ impl ProxyHttp for MeridianProxy {
         forwarding::apply(upstream, &hop)?;
         if let Some(left) = ctx.grpc.as_ref().and_then(|g| g.left(Instant::now())) {
             // The backend gets the time that is left, not the client's whole budget.
-            upstream.insert_header("grpc-timeout", grpc::format_timeout(left))?;
+            upstream.insert_header(&GRPC_TIMEOUT, grpc::format_timeout(left))?;
         }
         relay::mark(upstream, ctx.relaying(), &ctx.snap().config.node.name)
     }
@@ -509,13 +517,13 @@ impl ProxyHttp for MeridianProxy {
         }
         if config.steering.expose_headers {
             if let Some((region, _)) = ctx.backend() {
-                resp.insert_header("x-meridian-region", region.name.as_ref())?;
+                resp.insert_header(&X_MERIDIAN_REGION, region.name.as_ref())?;
             }
             let country = ctx
                 .location
                 .as_ref()
                 .map_or("unknown", |l| l.country.as_str());
-            resp.insert_header("x-meridian-client-country", country)?;
+            resp.insert_header(&X_MERIDIAN_CLIENT_COUNTRY, country)?;
         }
         Ok(())
     }
