@@ -37,7 +37,7 @@ run() { # crate features test-filters...
 # modules around them
 run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
   connectors::idle_pool connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
-# http: header names given as HeaderName (0001), and the crate's header tests
-run pingora-http "" test_
+# http: header names given as HeaderName (0001), and all of the crate's tests
+run pingora-http ""
 # proxy: hop-by-hop removal (0003), the request future (0006) and the session's shutdown wake-ups
 run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_

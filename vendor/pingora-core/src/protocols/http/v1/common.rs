@@ -362,7 +362,17 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    // One lookup for the absent case; the common case, a single line of digits, parsed
+    // directly (it is what the reconciliation below would make of it).
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let single = match values.next() {
+        None => from_digits(first.as_bytes()),
+        Some(_) => None,
+    };
+    match single.or_else(|| content_length_parse_all(headers)) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -378,13 +388,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
@@ -562,6 +571,31 @@ mod test {
             err.context.as_ref().map(|c| c.as_str()),
             Some("invalid Content-Length header")
         );
+
+        // a single line that is not only digits takes the general path: the same
+        // answers as the reconciliation gives
+        for (value, expected) in [
+            ("7", Some(7)),
+            (" 7 ", Some(7)),
+            ("7, 7", Some(7)),
+            ("7,8", None),
+            ("+7", None),
+            ("", None),
+            ("18446744073709551616", None),
+        ] {
+            let mut headers = HMap::new();
+            headers.insert(CONTENT_LENGTH, value.try_into().unwrap());
+            assert_eq!(
+                content_length_for_framing(&headers).ok().flatten(),
+                expected,
+                "{value:?}"
+            );
+            assert_eq!(
+                content_length_parse_all(&headers).map(|v| v as usize),
+                expected,
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
