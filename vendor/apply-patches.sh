@@ -2,14 +2,14 @@
 # Re-creates vendor/<crate> from the released crate and applies vendor/patches/<crate>/*.patch
 # in order, so that upgrading Pingora is: bump VERSION, run this, fix what no longer applies.
 #
-#   vendor/apply-patches.sh            # rebuild vendor/pingora-core, vendor/pingora-proxy and vendor/pingora-http
+#   vendor/apply-patches.sh            # rebuild every vendored crate (CRATES)
 #   vendor/apply-patches.sh --check    # rebuild into a temp dir and diff against vendor/ (no changes)
 #
 # The released crates come from the local cargo cache when present, else from crates.io.
 set -euo pipefail
 cd "$(dirname "$0")"
 VERSION=${PINGORA_VERSION:-0.9.1}
-CRATES=(pingora-core pingora-proxy pingora-http)
+CRATES=(pingora-core pingora-proxy pingora-http pingora-timeout)
 check=0
 [ "${1:-}" = "--check" ] && check=1
 out=$(mktemp -d)

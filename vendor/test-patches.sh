@@ -12,7 +12,7 @@ root=$PWD
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-vendored=(pingora-core pingora-proxy pingora-http)
+vendored=(pingora-core pingora-proxy pingora-http pingora-timeout)
 run() { # crate features test-filters...
   local crate=$1 features=$2 other
   shift 2
@@ -39,5 +39,7 @@ run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
   connectors::idle_pool connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
 # http: header names given as HeaderName (0001), and all of the crate's tests
 run pingora-http ""
+# timeout: the threads' recent timer buckets (0001), and all of the crate's tests
+run pingora-timeout ""
 # proxy: hop-by-hop removal (0003), the request future (0006) and the session's shutdown wake-ups
 run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_

@@ -283,7 +283,11 @@ mod tests {
         let callback: PoolCallback = Arc::new(move |_| {
             counted.fetch_add(1, Ordering::Relaxed);
         });
-        let pool = Arc::new(IdlePool::new(4, Arc::new(AtomicU64::new(0)), Some(callback)));
+        let pool = Arc::new(IdlePool::new(
+            4,
+            Arc::new(AtomicU64::new(0)),
+            Some(callback),
+        ));
         let mut servers = Vec::new();
         let mut ids = Vec::new();
         for key in 0..5u64 {
