@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Deserializer};
 
-use super::{TableOnly, S};
+use super::table::{table_only, TableOnly, S};
 
 /// One entry of `instances`: a Meridian instance running in the region.
 #[derive(Debug, Default, Deserialize)]
