@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-const T: Duration = Duration::from_secs(15);
-
 /// A backend that records each request head as received and answers with header names in
 /// mixed case; it serves keep-alive connections until `stop` is set.
 fn raw_case_backend(
@@ -65,14 +63,10 @@ fn raw_case_backend(
 
 /// One request with a mixed-case header name and `Connection: close`; the response head.
 fn raw_head(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(b"GET /case HTTP/1.1\r\nHost: x\r\nX-Custom-Name: v\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
+    let text = raw_exchange(
+        addr,
+        b"GET /case HTTP/1.1\r\nHost: x\r\nX-Custom-Name: v\r\nConnection: close\r\n\r\n",
+    );
     text.split("\r\n\r\n").next().unwrap().to_string()
 }
 

@@ -115,13 +115,7 @@ async fn requests_and_responses_pass_intact() {
 /// Sends raw request bytes (ending the header with `Connection: close`) and returns the
 /// response head, lower-cased header names, as (status, headers).
 fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out);
+    let text = raw_exchange(addr, request);
     let head = text.split("\r\n\r\n").next().unwrap();
     let mut lines = head.split("\r\n");
     let status = lines

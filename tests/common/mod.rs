@@ -407,6 +407,19 @@ pub fn assert_reloaded_by_file_change(m: &Meridian, generation: u64) {
     assert_eq!(s["last_reload"]["result"], "ok", "{s}");
 }
 
+/// Sends raw request bytes (which should ask for `Connection: close`) and returns the whole
+/// response as text, read until the server closes (at most 15 s per read).
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    s.write_all(request).expect("write the request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read the response");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A tiny blocking HTTP/1.1 GET (admin endpoints): status and body.
 pub fn blocking_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     blocking_request(addr, "GET", path, &[], b"")
