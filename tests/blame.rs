@@ -1,6 +1,7 @@
 //! What the proxy blames on a backend, for real: a client that stalls its upload gets 408
-//! and does not get a healthy backend ejected; running out of the proxy's own file
-//! descriptors answers 503 and marks no backend down.
+//! and does not get a healthy backend ejected; a client that hangs up while the backend is
+//! still working gets the backend connection closed at once, with no blame; running out of
+//! the proxy's own file descriptors answers 503 and marks no backend down.
 
 #![allow(clippy::unwrap_used)]
 
@@ -70,6 +71,93 @@ async fn a_client_that_stalls_its_upload_does_not_get_the_backend_ejected() {
         0.0
     );
     // The backend serves as before.
+    assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
+}
+
+/// A backend that answers every request at once with 200, except `GET /hang`, which it
+/// never answers: when the proxy closes such a connection, the backend sends `()` on the
+/// returned channel. Each connection's thread ends within 60 s.
+fn hanging_backend() -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let closed_tx = closed_tx.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let end = Instant::now() + Duration::from_secs(60);
+                let (mut buf, mut hanging) = (Vec::new(), false);
+                let mut chunk = [0u8; 4096];
+                while Instant::now() < end {
+                    match s.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(_) => break,
+                    }
+                    while let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..at + 4).collect();
+                        if head.starts_with(b"GET /hang ") {
+                            hanging = true;
+                        } else if s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                if hanging {
+                    let _ = closed_tx.send(());
+                }
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_hangs_up_gets_the_backend_request_abandoned_without_blame() {
+    let (b, closed) = hanging_backend();
+    let (listen, admin) = (free_addr(), free_addr());
+    // Without watching the client, the proxy would hold the backend connection for the
+    // whole 30 s read timeout.
+    let mut cfg = header("local", listen, admin);
+    cfg.push_str("\n[timeouts]\nread = \"30s\"\n[outlier]\nconsecutive_failures = 1\n");
+    cfg.push_str(&format!(
+        "\n[regions.local]\nlatitude = 0.0\nlongitude = 0.0\nbackends = [{{ address = \"{b}\" }}]\n"
+    ));
+    let m = start(cfg, listen, admin).await;
+    let waits = blocking(move || {
+        let mut waits = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(listen).unwrap();
+            c.write_all(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let left = Instant::now();
+            drop(c);
+            if closed.recv_timeout(Duration::from_secs(10)).is_err() {
+                return Err(waits);
+            }
+            waits.push(left.elapsed());
+        }
+        Ok(waits)
+    })
+    .await;
+    assert!(
+        waits.is_ok(),
+        "a backend connection was still open 10 s after its client left: {waits:?}"
+    );
+    // Not the backend's fault: it is neither ejected nor marked down, and serves.
+    let s = m.status();
+    let backend = &s["regions"][0]["backends"][0];
+    assert_eq!(backend["ejected"], false, "{s}");
+    assert_eq!(backend["usable"], true, "{s}");
     assert_eq!(client().get(m.url("/")).send().await.unwrap().status(), 200);
 }
 

@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upgrade_req = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upgrade_req);
 
         session.upstream_compression.request_filter(&req);
 
@@ -139,10 +140,24 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        session.as_mut().enable_retry_buffering();
+
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && Self::sequential_eligible(session, upgrade_req)
+        {
+            return self
+                .proxy_1to1_sequential(
+                    session,
+                    client_session,
+                    ctx,
+                    peer.options.stream_read_timeout,
+                )
+                .await;
+        }
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
-
-        session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
@@ -195,6 +210,142 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// Whether [`Self::proxy_1to1_sequential`] can serve this request: one without a body
+    /// from an HTTP/1 or HTTP/2 client, not an upgrade, with caching off.
+    fn sequential_eligible(session: &mut Session, upgrade_req: bool) -> bool {
+        !upgrade_req
+            && !session.cache.enabled()
+            && !session.was_upgraded()
+            && (session.downstream_session.as_http1().is_some()
+                || session.downstream_session.as_http2().is_some())
+            && session.as_mut().is_body_empty()
+    }
+
+    /// Proxies a request without a body in one sequence instead of two joined halves with a
+    /// task pipe each way: the request body is finished (after the request body filters, as
+    /// the duplex path does), then the response is read task by task, filtered, and written
+    /// to the client; tasks read without waiting are written together. While the upstream is
+    /// silent the client connection is watched as in the duplex path, so a client that goes
+    /// away ends the request. Errors, filters and reuse decisions are those of the duplex
+    /// path.
+    async fn proxy_1to1_sequential(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+        stream_read_timeout: Option<Duration>,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        let buffer = session.as_ref().get_retry_buffer();
+        match self.filter_request_body(session, buffer, true, ctx).await {
+            Ok((_, task)) => {
+                if let Err(e) = send_body_to1(client_session, task).await {
+                    // The response may still come; the connection is not reused.
+                    warn!("send error, draining read buf: {e}");
+                    upstream_can_reuse = false;
+                    send_error = Some(e);
+                }
+            }
+            Err(e) => return (false, false, Some(e)),
+        }
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut batch = Vec::with_capacity(TASK_BUFFER_SIZE);
+        let mut upstream_done = false;
+        let mut downstream_done = false;
+        while !upstream_done && !downstream_done {
+            let res = {
+                let read = client_session.read_response_task();
+                tokio::pin!(read);
+                match futures::poll!(&mut read) {
+                    Poll::Ready(res) => res,
+                    Poll::Pending => {
+                        // Nothing more without waiting: write what was read, then wait for the
+                        // upstream while watching the client.
+                        if !batch.is_empty() {
+                            match session
+                                .write_response_tasks(std::mem::take(&mut batch))
+                                .await
+                            {
+                                Ok(done) => downstream_done = done,
+                                Err(e) => return (false, false, Some(e)),
+                            }
+                            if downstream_done {
+                                break;
+                            }
+                        }
+                        tokio::select! {
+                            biased;
+                            res = &mut read => res,
+                            idle = session.downstream_session.read_body_or_idle(true) => {
+                                // Without a body to read this only ends with an error (the
+                                // client closed or sent data after its request).
+                                let e = match idle {
+                                    Err(e) => e.into_down(),
+                                    Ok(_) => Error::explain(InternalError, "request body after its end"),
+                                };
+                                return (false, false, Some(e));
+                            }
+                        }
+                    }
+                }
+            };
+            let task = match res {
+                Ok(task) => {
+                    // Once the final response header is in, the body is read with the stream
+                    // timeout.
+                    if let (Some(t), HttpTask::Header(h, _)) = (stream_read_timeout, &task) {
+                        if !h.status.is_informational()
+                            || h.status == http::StatusCode::SWITCHING_PROTOCOLS
+                        {
+                            client_session.read_timeout = Some(t);
+                        }
+                    }
+                    task
+                }
+                Err(e) => {
+                    // The message boundary is lost: the connection cannot be reused.
+                    upstream_can_reuse = false;
+                    HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                }
+            };
+            upstream_done = task.is_end();
+            match self
+                .filter_upstream_task(
+                    session,
+                    ctx,
+                    task,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                )
+                .await
+            {
+                Ok(task) => batch.push(task),
+                Err(e) => return (false, false, Some(e)),
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = session.write_response_tasks(batch).await {
+                return (false, false, Some(e));
+            }
+        }
+        // A response the client side ended early leaves unread bytes upstream.
+        upstream_can_reuse &= upstream_done;
+
+        let mut reuse_downstream = true;
+        if let Err(e) = session.as_mut().finish_body().await {
+            error!("Error finish sending body to downstream: {}", e);
+            reuse_downstream = false;
+        }
+        (reuse_downstream, upstream_can_reuse, None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -419,17 +570,8 @@ where
                 // skip downstream filtering entirely as the 304 will not be sent
                 break;
             }
-            #[cfg(feature = "upstream_modules")]
-            if let HttpTask::Header(header, end_of_stream) = &t {
-                self.inner
-                    .adjust_upstream_modules(session, header, *end_of_stream, ctx)
-                    .await?;
-            }
-            #[cfg(feature = "upstream_modules")]
-            session.upstream_modules_filter_task(&mut t).await?;
-            session.upstream_compression.response_filter(&mut t);
             let task = self
-                .h1_response_filter(session, t, ctx, serve_from_cache, range_body_filter, false)
+                .filter_upstream_task(session, ctx, t, serve_from_cache, range_body_filter)
                 .await?;
             if serve_from_cache.is_miss_header() {
                 response_state.enable_cached_response();
@@ -452,6 +594,33 @@ where
         let response_done = session.write_response_tasks(filtered_tasks).await?;
 
         Ok(Some(response_done))
+    }
+
+    /// Runs the response filters (upstream modules, compression, the user's filters) on one
+    /// task read from the upstream.
+    async fn filter_upstream_task(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        mut t: HttpTask,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<HttpTask>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        #[cfg(feature = "upstream_modules")]
+        if let HttpTask::Header(header, end_of_stream) = &t {
+            self.inner
+                .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                .await?;
+        }
+        #[cfg(feature = "upstream_modules")]
+        session.upstream_modules_filter_task(&mut t).await?;
+        session.upstream_compression.response_filter(&mut t);
+        self.h1_response_filter(session, t, ctx, serve_from_cache, range_body_filter, false)
+            .await
     }
 
     // todo use this function to replace bidirection_1to2()
@@ -1036,11 +1205,34 @@ where
     async fn send_body_to_pipe(
         &self,
         session: &mut Session,
-        mut data: Option<Bytes>,
+        data: Option<Bytes>,
         end_of_body: bool,
         tx: mpsc::Permit<'_, HttpTask>,
         ctx: &mut SV::CTX,
     ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let (end_of_body, task) = self
+            .filter_request_body(session, data, end_of_body, ctx)
+            .await?;
+        if let Some(task) = task {
+            tx.send(task);
+        }
+        Ok(end_of_body)
+    }
+
+    /// Runs the request body filters on a piece of the downstream body and returns whether
+    /// the downstream body is finished, with the task to send upstream (`None`: nothing to
+    /// send yet).
+    async fn filter_request_body(
+        &self,
+        session: &mut Session,
+        mut data: Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, Option<HttpTask>)>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
@@ -1069,7 +1261,7 @@ where
          * Don't write 0 bytes to the network since it will be
          * treated as the terminating chunk */
         if !upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
-            return Ok(false);
+            return Ok((false, None));
         }
 
         debug!(
@@ -1078,13 +1270,12 @@ where
         );
 
         // upgraded body needs to be marked
-        if session.was_upgraded() {
-            tx.send(HttpTask::UpgradedBody(data, upstream_end_of_body));
+        let task = if session.was_upgraded() {
+            HttpTask::UpgradedBody(data, upstream_end_of_body)
         } else {
-            tx.send(HttpTask::Body(data, upstream_end_of_body));
-        }
-
-        Ok(end_of_body)
+            HttpTask::Body(data, upstream_end_of_body)
+        };
+        Ok((end_of_body, Some(task)))
     }
 }
 
