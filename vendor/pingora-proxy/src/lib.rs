@@ -1630,6 +1630,30 @@ where
     }
 }
 
+/// Allocates a box, then builds the value into it: a value that `build` returns from a call
+/// that is not inlined is written straight into the allocation.
+#[inline(always)]
+fn box_built_in_place<F>(build: impl FnOnce() -> F) -> Box<F> {
+    let slot = Box::new_uninit();
+    Box::write(slot, build())
+}
+
+/// The future of one request on a downstream connection; see `process_new_http`.
+#[inline(never)]
+fn new_session_future<'a, SV, C>(
+    proxy: &'a Arc<HttpProxy<SV, C>>,
+    session: Box<HttpSession>,
+    prev_user_ctx: Option<Box<dyn std::any::Any + Send + Sync>>,
+    shutdown: &'a ShutdownWatch,
+) -> impl Future<Output = Option<ReusedHttpStream>> + Send + 'a
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    proxy.process_new_session(session, prev_user_ctx, shutdown)
+}
+
 #[async_trait]
 impl<SV, C> HttpServerApp for HttpProxy<SV, C>
 where
@@ -1652,7 +1676,14 @@ where
     {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
-        Box::pin(self.process_new_session(Box::new(session), prev_user_ctx, shutdown))
+        // The box is allocated before the future is built, and the future is built by a
+        // call that is not inlined: its constructor then writes it straight into the box
+        // instead of building it on the stack and copying all of it there (the future is
+        // several kilobytes, of which only the captured arguments are set).
+        let session = Box::new(session);
+        Box::into_pin(box_built_in_place(|| {
+            new_session_future(self, session, prev_user_ctx, shutdown)
+        }))
     }
 
     async fn http_cleanup(&self) {
