@@ -130,6 +130,8 @@ pub struct Hop<'a> {
 pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
     const HTTP: HeaderValue = HeaderValue::from_static("http");
     const HTTPS: HeaderValue = HeaderValue::from_static("https");
+    // The peer's address as a value, when made: X-Real-IP usually repeats it.
+    let mut peer_value = None;
     if let Some(peer) = hop.peer {
         let value = if hop.peer_trusted && upstream.headers.contains_key(&X_FORWARDED_FOR) {
             match joined(upstream.headers.get_all(&X_FORWARDED_FOR), true) {
@@ -137,7 +139,7 @@ pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
                 None => HeaderValue::from_str(&peer.to_string()),
             }
         } else {
-            address_value(peer)
+            address_value(peer).inspect(|v| peer_value = Some((peer, v.clone())))
         };
         if let Ok(value) = value {
             set(upstream, &X_FORWARDED_FOR, "X-Forwarded-For", value)?;
@@ -154,7 +156,11 @@ pub fn apply(upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
             }
         }
         if let Some(client) = hop.client {
-            if let Ok(v) = address_value(client) {
+            let value = match peer_value {
+                Some((peer, v)) if peer == client => Ok(v),
+                _ => address_value(client),
+            };
+            if let Ok(v) = value {
                 set(upstream, &X_REAL_IP, "X-Real-IP", v)?;
             }
         }
