@@ -34,12 +34,14 @@ run() { # crate features test-filters...
 }
 # core: the idle keep-alive wait and connection state (0004, 0007), body buffers (0003),
 # header maps (0008), the pooled-connection check (0009), the idle pool (0010), and the
-# modules around them
-run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 \
+# modules around them, and the authority checks (0013)
+run pingora-core rustls apps:: services:: protocols::l4 protocols::http::v1 protocols::http::authority \
   connectors::idle_pool connectors::tests::pooled_stream_checked connectors::tests::test_unexpected_data
 # http: header names given as HeaderName (0001), and all of the crate's tests
 run pingora-http ""
-# timeout: the threads' recent timer buckets (0001), and all of the crate's tests
+# timeout: the threads' recent timer buckets (0001), the clock thread checked for new buckets
+# (0002, 0003), and all of the crate's tests
 run pingora-timeout ""
-# proxy: hop-by-hop removal (0003), the request future (0006) and the session's shutdown wake-ups
-run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_
+# proxy: hop-by-hop removal (0003), the request future (0006, 0008), the session's shutdown
+# wake-ups and the HTTP/1 response filter (0007)
+run pingora-proxy rustls hop_by_hop request_future_keeps_no_room shutdown_ proxy_h1

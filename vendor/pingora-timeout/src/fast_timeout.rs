@@ -91,9 +91,14 @@ pub struct FastTimeout(Duration);
 impl ToTimeout for FastTimeout {
     fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         // The clock thread is needed once a timer is armed, not for every timeout created:
-        // most futures given a timeout are ready on their first poll and never arm one.
-        check_clock_thread(&TIMER_MANAGER);
-        Box::pin(TIMER_MANAGER.register_timer(self.0).poll())
+        // most futures given a timeout are ready on their first poll and never arm one. And
+        // it is checked when the timer's bucket is new to this thread: one it remembers was
+        // registered into moments ago, and checked then.
+        let (stub, new_bucket) = TIMER_MANAGER.register_timer_noting_new(self.0);
+        if new_bucket {
+            check_clock_thread(&TIMER_MANAGER);
+        }
+        Box::pin(stub.poll())
     }
 
     fn create(d: Duration) -> Self {

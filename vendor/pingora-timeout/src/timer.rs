@@ -242,6 +242,14 @@ impl TimerManager {
     ///
     /// When the timer expires, the [TimerStub] will be notified.
     pub fn register_timer(&self, duration: Duration) -> TimerStub {
+        self.register_timer_noting_new(duration).0
+    }
+
+    /// [`Self::register_timer`], also telling whether the stub is for a bucket this thread
+    /// did not remember (looked up in or added to its tree, or a fork-time dummy): the times
+    /// the caller should make sure that the clock thread runs. A remembered bucket was
+    /// registered into moments ago, when that was checked.
+    pub(crate) fn register_timer_noting_new(&self, duration: Duration) -> (TimerStub, bool) {
         if self.is_paused_for_fork() {
             // Return a dummy TimerStub that will trigger right away.
             // This is fine assuming pause_for_fork() is called right before fork().
@@ -250,20 +258,20 @@ impl TimerManager {
             // TODO: buffer these register calls instead (without a lock)
             let timer = Timer::new();
             timer.fire();
-            return timer.subscribe();
+            return (timer.subscribe(), true);
         }
         let now: Time = (Instant::now() + duration - self.zero).into();
         // A bucket lies in the future when it is registered into (it is `now + duration`
         // rounded up), so one this thread remembers has not fired before this deadline.
         if let Some(stub) = recent_bucket(self.id, now) {
-            return stub;
+            return (stub, false);
         }
         {
             let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
             if let Some(t) = timers.get(&now) {
                 let stub = t.subscribe();
                 remember_bucket(self.id, now, &stub);
-                return stub;
+                return (stub, true);
             }
         } // drop read lock
 
@@ -276,7 +284,7 @@ impl TimerManager {
         let stub = timer.subscribe();
         timers.insert(now, timer);
         remember_bucket(self.id, now, &stub);
-        stub
+        (stub, true)
     }
 
     fn is_paused_for_fork(&self) -> bool {
@@ -378,6 +386,27 @@ mod tests {
         assert!(waited < Duration::from_secs(2), "{waited:?}");
         t1.poll().await;
         t2.poll().await;
+    }
+
+    #[test]
+    fn test_new_buckets_are_noted() {
+        let tm = TimerManager::new();
+        // a bucket this thread has not registered into is new
+        let (_, new) = tm.register_timer_noting_new(Duration::from_secs(3600));
+        assert!(new);
+        // registering into it again, moments later, is not (unless the two straddled a
+        // bucket boundary: the next two cannot)
+        let again = || tm.register_timer_noting_new(Duration::from_secs(3600)).1;
+        assert!(!again() || !again());
+        // a different bucket is new again
+        let (_, new) = tm.register_timer_noting_new(Duration::from_secs(7200));
+        assert!(new);
+        // while paused for fork, a stub (fired at once) is new
+        tm.pause_for_fork();
+        let (stub, new) = tm.register_timer_noting_new(Duration::from_secs(3600));
+        assert!(new);
+        assert!(stub.1.load(Ordering::SeqCst));
+        tm.unpause();
     }
 
     #[test]
