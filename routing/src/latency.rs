@@ -37,6 +37,10 @@ fn decay(elapsed_ms: u32, tau: Duration) -> f32 {
     if tau_ms <= 0.0 {
         return 0.0;
     }
+    if elapsed_ms == 0 {
+        // exp(0): samples within the same millisecond (common under load) skip the `exp`
+        return 1.0;
+    }
     (-(elapsed_ms as f32) / tau_ms).exp()
 }
 
@@ -66,8 +70,11 @@ impl Ewma {
 
     /// Adds a sample taken at `now`, with decay window `tau`.
     pub fn observe(&self, sample: Duration, now: Instant, tau: Duration) {
-        let sample_us = sample.as_secs_f32() * 1e6;
-        let stamp = now_ms(now);
+        self.observe_at(sample.as_secs_f32() * 1e6, now_ms(now), tau);
+    }
+
+    /// [`Self::observe`] with the sample in microseconds and `now` as a millisecond stamp.
+    fn observe_at(&self, sample_us: f32, stamp: u32, tau: Duration) {
         let mut current = self.bits.load(Ordering::Relaxed);
         loop {
             let next = match unpack(current) {
@@ -143,8 +150,9 @@ impl LatencyStats {
 
     /// Records a live response time (both averages).
     pub fn observe_response(&self, elapsed: Duration, now: Instant, tau: Duration) {
-        self.response.observe(elapsed, now, tau);
-        self.response_avg.observe(elapsed, now, tau);
+        let (sample_us, stamp) = (elapsed.as_secs_f32() * 1e6, now_ms(now));
+        self.response.observe_at(sample_us, stamp, tau);
+        self.response_avg.observe_at(sample_us, stamp, tau);
     }
 
     /// The backend's expected latency in microseconds at `now`.

@@ -237,14 +237,19 @@ impl ProxyHttp for MeridianProxy {
                 let (region, member) = ctx.backend().ok_or_else(|| {
                     Error::explain(ErrorType::InternalError, "picked backend not in snapshot")
                 })?;
-                let peer = active.upstreams.peer(
-                    (usize::from(pick.service), usize::from(pick.region)),
-                    &member.state,
-                    &snap.config.timeouts,
-                    region.relay,
-                    needs,
-                );
-                Ok(Box::new(peer))
+                // The box first: `peer` (not inlined) then builds the peer in it, instead
+                // of on the stack to be copied.
+                let slot = Box::new_uninit();
+                Ok(Box::write(
+                    slot,
+                    active.upstreams.peer(
+                        (usize::from(pick.service), usize::from(pick.region)),
+                        &member.state,
+                        &snap.config.timeouts,
+                        region.relay,
+                        needs,
+                    ),
+                ))
             }
             None => {
                 ctx.attempt = None;

@@ -113,6 +113,7 @@ impl Upstreams {
     /// `region`: the pool's protocol, plain or TLS as the pool says (SNI, verification, CA,
     /// client certificate, pool key), with the timeouts. A relay (another instance's proxy
     /// listener) is spoken to in plain HTTP/1.1, or h2c for gRPC.
+    #[inline(never)]
     pub fn peer(
         &self,
         (service, region): (usize, usize),
