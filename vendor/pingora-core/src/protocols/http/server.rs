@@ -265,22 +265,30 @@ impl Session {
     /// otherwise None.
     /// For H2, always return None because H2 stream is not reusable.
     /// For subrequests, there is no true underlying stream to return.
-    pub async fn finish(self) -> Result<Option<ReusableHttpStream>> {
-        match self {
-            Self::H1(mut s) => {
+    pub async fn finish(mut self) -> Result<Option<ReusableHttpStream>> {
+        // By reference while it awaits: moving the session (hundreds of bytes) into the
+        // futures of the calls below would copy it each time.
+        match &mut self {
+            Self::H1(s) => {
                 // need to flush body due to buffering
                 s.finish_body().await?;
-                s.reuse().await
+                let Some(pipelined_prefix) = s.prepare_reuse().await? else {
+                    return Ok(None);
+                };
+                let Self::H1(s) = self else {
+                    unreachable!("an HTTP/1 session stays one")
+                };
+                Ok(Some(s.into_reusable(pipelined_prefix)))
             }
-            Self::H2(mut s) => {
+            Self::H2(s) => {
                 s.finish()?;
                 Ok(None)
             }
-            Self::Subrequest(mut s) => {
+            Self::Subrequest(s) => {
                 s.finish().await?;
                 Ok(None)
             }
-            Self::Custom(mut s) => {
+            Self::Custom(s) => {
                 s.finish().await?;
                 Ok(None)
             }
@@ -344,7 +352,11 @@ impl Session {
     /// Sets the limits on reading an HTTP/1 request header: a total deadline once its first
     /// byte arrived (`408` past it) and a maximum size (`431` beyond it). Noop for h2
     /// (whose header list size is an `H2Options` setting) and subrequests.
-    pub fn set_request_header_limits(&mut self, timeout: Option<Duration>, max_size: Option<usize>) {
+    pub fn set_request_header_limits(
+        &mut self,
+        timeout: Option<Duration>,
+        max_size: Option<usize>,
+    ) {
         if let Self::H1(s) = self {
             s.set_request_header_limits(timeout, max_size);
         }

@@ -243,29 +243,29 @@ impl HttpSession {
                     }
                 }
             } else {
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
-                    Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
-                        return Ok(None);
-                    }
-                },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
-                }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+                match self.keepalive_timeout {
+                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
                         }
                     },
-                    None => read_event.await,
-                },
-            }
+                    KeepaliveStatus::Infinite => {
+                        // FIXME: this should only apply to reads between requests
+                        read_event.await
+                    }
+                    KeepaliveStatus::Off => match self.read_timeout {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    },
+                }
             }
         };
 
@@ -345,9 +345,7 @@ impl HttpSession {
                 );
             }
             if deadline.is_none() && already_read > 0 {
-                deadline = self
-                    .header_timeout
-                    .map(|t| std::time::Instant::now() + t);
+                deadline = self.header_timeout.map(|t| std::time::Instant::now() + t);
             }
 
             // On the first iteration after a pipelined prefix was injected,
@@ -358,7 +356,10 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read, deadline).await? {
+            } else if let Some(n) = self
+                .read_request_buf(&mut buf, already_read, deadline)
+                .await?
+            {
                 already_read += n;
             } else {
                 return Ok(None);
@@ -769,7 +770,11 @@ impl HttpSession {
     /// Sets the limits on reading a request header: `timeout`, the longest it may take
     /// once its first byte has arrived (the request is then answered `408`), and
     /// `max_size`, the largest header accepted (`431`; at most the built-in 1 MiB).
-    pub fn set_request_header_limits(&mut self, timeout: Option<Duration>, max_size: Option<usize>) {
+    pub fn set_request_header_limits(
+        &mut self,
+        timeout: Option<Duration>,
+        max_size: Option<usize>,
+    ) {
         self.header_timeout = timeout;
         self.max_header_size = max_size.map_or(MAX_HEADER_SIZE, |s| s.min(MAX_HEADER_SIZE));
     }
@@ -1506,6 +1511,16 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        match self.prepare_reuse().await? {
+            Some(pipelined_prefix) => Ok(Some(self.into_reusable(pipelined_prefix))),
+            None => Ok(None),
+        }
+    }
+
+    /// What [`Self::reuse`] does before giving the stream up, by reference: shuts the
+    /// connection down (`None`) or drains the request body and returns the pipelined bytes
+    /// the next request starts with (`Some`), for [`Self::into_reusable`].
+    pub(crate) async fn prepare_reuse(&mut self) -> Result<Option<Option<BytesMut>>> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
@@ -1516,17 +1531,19 @@ impl HttpSession {
                 debug!("bytes overread on request, disallowing reuse");
                 Ok(None)
             } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(
+                    self.pipelining_enabled
+                        .then(|| self.take_body_overread())
+                        .flatten()
+                        .filter(|prefix| !prefix.is_empty()),
+                ))
             }
         }
+    }
+
+    /// The stream, for the next request, after [`Self::prepare_reuse`] said it can be.
+    pub(crate) fn into_reusable(self, pipelined_prefix: Option<BytesMut>) -> ReusableHttpStream {
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
@@ -1970,7 +1987,10 @@ mod tests_stream {
                 // well-known names in their usual form, the others in lower case
                 b"Host: a\r\nx-custom-name: b\r\n"
             };
-            assert_eq!(String::from_utf8_lossy(&wire), String::from_utf8_lossy(expected));
+            assert_eq!(
+                String::from_utf8_lossy(&wire),
+                String::from_utf8_lossy(expected)
+            );
         }
     }
 
