@@ -300,15 +300,7 @@ where
             };
             let task = match res {
                 Ok(task) => {
-                    // Once the final response header is in, the body is read with the stream
-                    // timeout.
-                    if let (Some(t), HttpTask::Header(h, _)) = (stream_read_timeout, &task) {
-                        if !h.status.is_informational()
-                            || h.status == http::StatusCode::SWITCHING_PROTOCOLS
-                        {
-                            client_session.read_timeout = Some(t);
-                        }
-                    }
+                    switch_to_stream_read_timeout(client_session, stream_read_timeout, &task);
                     task
                 }
                 Err(e) => {
@@ -427,15 +419,7 @@ where
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
-                            // Once the final response header (or a 101) is in, the body or
-                            // the tunnel is read with the stream timeout.
-                            if let (Some(t), HttpTask::Header(h, _)) = (stream_read_timeout, &task) {
-                                if !h.status.is_informational()
-                                    || h.status == http::StatusCode::SWITCHING_PROTOCOLS
-                                {
-                                    client_session.read_timeout = Some(t);
-                                }
-                            }
+                            switch_to_stream_read_timeout(client_session, stream_read_timeout, &task);
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
@@ -1276,6 +1260,20 @@ where
             HttpTask::Body(data, upstream_end_of_body)
         };
         Ok((end_of_body, Some(task)))
+    }
+}
+
+/// Once the final response header (or a 101) is in, the body or the tunnel is read with the
+/// stream read timeout, if one is set.
+fn switch_to_stream_read_timeout(
+    client_session: &mut HttpSessionV1,
+    stream_read_timeout: Option<Duration>,
+    task: &HttpTask,
+) {
+    if let (Some(t), HttpTask::Header(h, _)) = (stream_read_timeout, task) {
+        if !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            client_session.read_timeout = Some(t);
+        }
     }
 }
 
