@@ -28,12 +28,23 @@ pub fn meridian_bin() -> PathBuf {
     bin
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, and not handed out before by this test
+/// process: the port is released at once, so without the record two tests running in
+/// parallel could be given the same one (the kernel may pick a just-released port again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no ephemeral port that was not handed out already in 1,000 tries")
 }
 
 /// A loopback address with a free port.
