@@ -352,11 +352,7 @@ impl Session {
     /// Sets the limits on reading an HTTP/1 request header: a total deadline once its first
     /// byte arrived (`408` past it) and a maximum size (`431` beyond it). Noop for h2
     /// (whose header list size is an `H2Options` setting) and subrequests.
-    pub fn set_request_header_limits(
-        &mut self,
-        timeout: Option<Duration>,
-        max_size: Option<usize>,
-    ) {
+    pub fn set_request_header_limits(&mut self, timeout: Option<Duration>, max_size: Option<usize>) {
         if let Self::H1(s) = self {
             s.set_request_header_limits(timeout, max_size);
         }

@@ -243,29 +243,29 @@ impl HttpSession {
                     }
                 }
             } else {
-                match self.keepalive_timeout {
-                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+            match self.keepalive_timeout {
+                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+                    Ok(res) => res,
+                    Err(e) => {
+                        debug!("keepalive timeout {d:?} reached, {e}");
+                        return Ok(None);
+                    }
+                },
+                KeepaliveStatus::Infinite => {
+                    // FIXME: this should only apply to reads between requests
+                    read_event.await
+                }
+                KeepaliveStatus::Off => match self.read_timeout {
+                    Some(t) => match timeout(t, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("keepalive timeout {d:?} reached, {e}");
-                            return Ok(None);
+                            debug!("read timeout {t:?} reached, {e}");
+                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
                         }
                     },
-                    KeepaliveStatus::Infinite => {
-                        // FIXME: this should only apply to reads between requests
-                        read_event.await
-                    }
-                    KeepaliveStatus::Off => match self.read_timeout {
-                        Some(t) => match timeout(t, read_event).await {
-                            Ok(res) => res,
-                            Err(e) => {
-                                debug!("read timeout {t:?} reached, {e}");
-                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
-                            }
-                        },
-                        None => read_event.await,
-                    },
-                }
+                    None => read_event.await,
+                },
+            }
             }
         };
 
@@ -345,7 +345,9 @@ impl HttpSession {
                 );
             }
             if deadline.is_none() && already_read > 0 {
-                deadline = self.header_timeout.map(|t| std::time::Instant::now() + t);
+                deadline = self
+                    .header_timeout
+                    .map(|t| std::time::Instant::now() + t);
             }
 
             // On the first iteration after a pipelined prefix was injected,
@@ -356,10 +358,7 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self
-                .read_request_buf(&mut buf, already_read, deadline)
-                .await?
-            {
+            } else if let Some(n) = self.read_request_buf(&mut buf, already_read, deadline).await? {
                 already_read += n;
             } else {
                 return Ok(None);
@@ -770,11 +769,7 @@ impl HttpSession {
     /// Sets the limits on reading a request header: `timeout`, the longest it may take
     /// once its first byte has arrived (the request is then answered `408`), and
     /// `max_size`, the largest header accepted (`431`; at most the built-in 1 MiB).
-    pub fn set_request_header_limits(
-        &mut self,
-        timeout: Option<Duration>,
-        max_size: Option<usize>,
-    ) {
+    pub fn set_request_header_limits(&mut self, timeout: Option<Duration>, max_size: Option<usize>) {
         self.header_timeout = timeout;
         self.max_header_size = max_size.map_or(MAX_HEADER_SIZE, |s| s.min(MAX_HEADER_SIZE));
     }
@@ -1987,10 +1982,7 @@ mod tests_stream {
                 // well-known names in their usual form, the others in lower case
                 b"Host: a\r\nx-custom-name: b\r\n"
             };
-            assert_eq!(
-                String::from_utf8_lossy(&wire),
-                String::from_utf8_lossy(expected)
-            );
+            assert_eq!(String::from_utf8_lossy(&wire), String::from_utf8_lossy(expected));
         }
     }
 
